@@ -30,3 +30,21 @@ def hierarchical_all_reduce(numel: int) -> dict:
         "inter": log.total_bytes(group=groups.inter_ranks),
         "world": log.total_bytes(group=tuple(range(info.world_size))),
     }
+
+
+def cuda_collectives(numel: int) -> dict:
+    """On a GPU rank (nccl): all_reduce/all_gather on CUDA tensors, with byte accounting."""
+    info = get_info()
+    x = torch.full((numel,), float(info.rank + 1), device=info.device)
+    with record_comm() as log:
+        dist.all_reduce(x)
+        out = torch.empty(numel * info.world_size, device=info.device)
+        dist.all_gather_into_tensor(out, x)
+    torch.cuda.synchronize()
+    return {
+        "backend": info.backend,
+        "device": str(info.device),
+        "sum": x[0].item(),
+        "gathered": out[0].item(),
+        "bytes": [o.nbytes for o in log.ops],
+    }
