@@ -115,7 +115,7 @@ def test_cli_readme_and_report(tmp_path):
     out = tmp_path / "results.md"
     subprocess.run([*run, "report", str(out), str(res)], check=True)
     text = out.read_text()
-    assert "| pkg | 1/1 |" in text and "| pkg | c: desc |" in text
+    assert "| pkg | 1/1 | full," in text and "| pkg | c: desc |" in text
     bad = subprocess.run(
         [*run, "report", str(out), str(tmp_path / "missing.json")], capture_output=True, text=True
     )
