@@ -1,0 +1,266 @@
+"""Small models, synthetic data and the multi-strategy run shared by tests, demo and bench.
+
+Everything here runs inside processes started by :func:`shared.spawn`: one process group, the
+PaRO groups built once, then every requested strategy (and a torch DDP reference) trained from the
+same initial weights on the same per-rank data, with communication recorded by
+:func:`shared.record_comm` and memory read from the engine's buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from paro.accounting import scope_bytes
+from paro.cost import ModelStates, comm_volume, memory
+from paro.engine import ParoDataParallel
+from paro.topology import build_groups
+from shared import progress, record_comm
+
+__all__ = [
+    "RunConfig",
+    "horing_check",
+    "make_model",
+    "make_optimizer",
+    "micro_batches",
+    "run_ddp",
+    "run_demo",
+    "run_many",
+    "run_strategies",
+]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training run: model, optimizer, data and sharding settings (validated)."""
+
+    group_size: int = 2
+    steps: int = 3
+    accum_steps: int = 2
+    model: str = "mlp"  # "mlp" (AdamW, MSE) | "dyadic" (SGD, exact arithmetic) | "peft"
+    width: int = 32
+    batch: int = 4
+    lr: float = 1e-2
+    seed: int = 0
+    global_comm: str = "hier"
+    reshard_after_forward: bool = True
+    strategies: tuple[str, ...] = ("NNN", "NIG", "GGG")
+    show_progress: bool = False  # a progress bar over strategies on rank 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.model not in ("mlp", "dyadic", "peft"):
+            raise ValueError(f"model must be 'mlp', 'dyadic' or 'peft', got {self.model!r}")
+        for name in ("group_size", "steps", "accum_steps", "width", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def make_model(cfg: RunConfig) -> nn.Module:
+    """The run's model, identical on every rank (seeded).
+
+    - ``mlp``: Linear-Tanh-Linear-Tanh-Linear, all trainable.
+    - ``dyadic``: a frozen integer Linear then a trainable Linear with dyadic weights; with a
+      loss linear in the output every gradient is an integer, so sums are exact in any order.
+    - ``peft``: a frozen MLP body and a small trainable head (ING's setting).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    w = cfg.width
+    if cfg.model == "mlp":
+        model = nn.Sequential(
+            nn.Linear(16, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, 8)
+        )
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        return model
+    if cfg.model == "dyadic":
+        body = nn.Linear(8, 12, bias=False)
+        head = nn.Linear(12, 10)
+        with torch.no_grad():
+            body.weight.copy_(torch.randint(-2, 3, body.weight.shape, generator=gen).float())
+            head.weight.copy_(torch.randint(-8, 9, head.weight.shape, generator=gen) / 16.0)
+            head.bias.copy_(torch.randint(-8, 9, head.bias.shape, generator=gen) / 16.0)
+        body.weight.requires_grad_(False)
+        return nn.Sequential(body, head)
+    body = nn.Sequential(nn.Linear(16, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh())
+    head = nn.Linear(w, 8)
+    model = nn.Sequential(body, head)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    for p in body.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def make_optimizer(cfg: RunConfig):
+    """``params -> optimizer`` for the run: AdamW for mlp/peft, plain SGD (lr 2^-4) for dyadic."""
+    if cfg.model == "dyadic":
+        return lambda ps: torch.optim.SGD(ps, lr=1.0 / 16)
+    return lambda ps: torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=0.01)
+
+
+def loss_fn(cfg: RunConfig, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if cfg.model == "dyadic":
+        return (out * y).sum()
+    return nn.functional.mse_loss(out, y)
+
+
+def micro_batches(cfg: RunConfig, rank: int, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``accum_steps`` micro-batches of ``rank`` at ``step`` (deterministic)."""
+    gen = torch.Generator().manual_seed(10_000 * (cfg.seed + 1) + 100 * step + rank)
+    out = []
+    for _ in range(cfg.accum_steps):
+        if cfg.model == "dyadic":
+            x = torch.randint(-3, 4, (cfg.batch, 8), generator=gen).float()
+            y = torch.randint(-2, 3, (cfg.batch, 10), generator=gen).float()
+        else:
+            x = torch.randn(cfg.batch, 16, generator=gen)
+            y = torch.randn(cfg.batch, 8, generator=gen)
+        out.append((x, y))
+    return out
+
+
+def _model_states(model: nn.Module, cfg: RunConfig) -> ModelStates:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    os_bytes = 0 if cfg.model == "dyadic" else 8  # SGD without momentum: none; AdamW: m and v
+    return ModelStates(trainable, frozen, 4, 4, os_bytes)
+
+
+def run_ddp(cfg: RunConfig) -> torch.Tensor:
+    """Reference: the same run under ``torch.nn.parallel.DistributedDataParallel``.
+
+    Returns the trainable parameters after ``cfg.steps`` steps, flat.
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = make_model(cfg)
+    ddp = DDP(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(cfg)(params)
+    rank = dist.get_rank()
+    for step in range(cfg.steps):
+        batches = micro_batches(cfg, rank, step)
+        for i, (x, y) in enumerate(batches):
+            last = i == len(batches) - 1
+            if last:
+                loss = loss_fn(cfg, ddp(x), y) / cfg.accum_steps
+                loss.backward()
+            else:
+                with ddp.no_sync():
+                    loss = loss_fn(cfg, ddp(x), y) / cfg.accum_steps
+                    loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return torch.cat([p.detach().reshape(-1) for p in params]).clone()
+
+
+def run_strategies(cfg: RunConfig, with_ddp: bool = True) -> dict[str, Any]:
+    """Train every strategy of ``cfg``; per strategy: final params, measured and modelled bytes
+    (intra/inter/global, per rank, summed over steps), memory (measured and modelled), losses.
+
+    Runs inside :func:`shared.spawn`; every rank returns its own dict.
+    """
+    groups = build_groups(cfg.group_size)
+    topo = groups.topology
+    rank = dist.get_rank()
+    result: dict[str, Any] = {"rank": rank, "strategies": {}}
+    if with_ddp:
+        result["ddp_params"] = run_ddp(cfg)
+    names = cfg.strategies
+    if cfg.show_progress and rank == 0:
+        names = progress(names, desc="strategies")
+    for name in names:
+        model = make_model(cfg)
+        states = _model_states(model, cfg)
+        engine = ParoDataParallel(
+            model,
+            make_optimizer(cfg),
+            name,
+            groups=groups,
+            accum_steps=cfg.accum_steps,
+            global_comm=cfg.global_comm,
+            reshard_after_forward=cfg.reshard_after_forward,
+        )
+        losses = []
+        with record_comm() as log:
+            for step in range(cfg.steps):
+                batches = micro_batches(cfg, rank, step)
+                losses.append(engine.train_step(batches, lambda o, y: loss_fn(cfg, o, y)))
+        measured = scope_bytes(log, topo)
+        vol = comm_volume(
+            name,
+            topo,
+            states,
+            cfg.accum_steps,
+            reshard_after_forward=cfg.reshard_after_forward,
+            global_comm=cfg.global_comm,
+        )
+        mem_model = memory(name, topo, states)
+        result["strategies"][name] = {
+            "params": engine.full_parameters(),
+            "losses": losses,
+            "bytes": measured,
+            "bytes_model": {
+                "intra": vol.intra * cfg.steps,
+                "inter": vol.inter * cfg.steps,
+                "global": vol.global_ * cfg.steps,
+            },
+            "ops": len(log.ops),
+            "memory": engine.state_bytes(),
+            "memory_model": {
+                "params": mem_model.params,
+                "grads": mem_model.grads,
+                "optimizer_states": mem_model.optimizer_states,
+            },
+        }
+    return result
+
+
+def run_many(cfgs: list[RunConfig]) -> list[dict[str, Any]]:
+    """:func:`run_strategies` for several configurations in one set of processes."""
+    return [run_strategies(c) for c in cfgs]
+
+
+def horing_check(group_size: int, numel: int = 100_003) -> dict[str, Any]:
+    """HO-Ring vs ``dist.all_reduce`` on integer data (exact) and its recorded bytes vs the model.
+
+    ``numel`` need not divide the world; bytes are compared on a size that does.
+    """
+    from paro.cost import allreduce_volume
+    from paro.horing import ho_ring_all_reduce_
+    from paro.topology import Topology
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    topo = Topology(world, group_size)
+    x = torch.randint(-100, 100, (numel,), generator=torch.Generator().manual_seed(rank)).float()
+    ref = x.clone()
+    dist.all_reduce(ref)
+    ho_ring_all_reduce_(x, topo)
+    even = torch.ones(world * 4096)
+    with record_comm() as log:
+        ho_ring_all_reduce_(even, topo)
+    model = allreduce_volume(even.numel() * 4, topo, "horing")
+    return {
+        "equal": bool(torch.equal(x, ref)),
+        "numel": numel,
+        "bytes": scope_bytes(log, topo),
+        "model": {"intra": model["per_rank_intra"], "inter": model["per_rank_inter"]},
+        "sends": len(log.filter("isend")),
+    }
+
+
+def run_demo(cfg: RunConfig) -> dict[str, Any]:
+    """The demo's job: every strategy of ``cfg`` plus an HO-Ring check, in one set of processes."""
+    out = run_strategies(cfg)
+    out["horing"] = horing_check(cfg.group_size)
+    return out
