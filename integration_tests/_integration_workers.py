@@ -48,3 +48,39 @@ def cuda_collectives(numel: int) -> dict:
         "gathered": out[0].item(),
         "bytes": [o.nbytes for o in log.ops],
     }
+
+
+def paro_engine_matches_plain_training(strategy: str, steps: int) -> float:
+    """One rank per device: the PaRO engine's parameters after ``steps`` AdamW steps equal plain
+    single-process training of the same model (world 1: every strategy degenerates to DDP)."""
+    import copy
+
+    from paro import ParoDataParallel, build_groups
+
+    info = get_info()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)
+    ).to(info.device)
+    ref = copy.deepcopy(model)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    engine = ParoDataParallel(
+        model,
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+        strategy,
+        groups=build_groups(group_size=1),
+        accum_steps=2,
+    )
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        ref_opt.zero_grad()
+        for _ in range(2):
+            x = torch.randn(8, 16, generator=g).to(info.device)
+            y = torch.randn(8, 4, generator=g).to(info.device)
+            engine.backward(torch.nn.functional.mse_loss(engine(x), y))
+            (torch.nn.functional.mse_loss(ref(x), y) / 2).backward()
+        engine.step()
+        ref_opt.step()
+    flat_ref = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    got = engine.full_parameters()
+    return ((got - flat_ref).abs().max() / flat_ref.abs().max()).item()

@@ -63,13 +63,23 @@ def node_groups(node_size: int) -> dict:
     }
 
 
-def every_op() -> list[tuple]:
-    """Issue each op once on 4 ranks; return (kind, nbytes, group, peer, sent) per recorded op."""
+def every_op() -> tuple[bool, list[tuple]]:
+    """Issue each op once on 4 ranks; return whether gloo has all_to_all here, and
+    (kind, nbytes, group, peer, sent, ring) per recorded op."""
     rank, world = dist.get_rank(), dist.get_world_size()
     f32 = torch.float32
     pair = dist.new_group([0, 1])
     outside = torch.ones(7)
     dist.all_reduce(outside)  # before the recorder: must not be counted
+    try:  # gloo gained all_to_all in recent torch releases (2.13 has it, 2.11 does not)
+        dist.all_to_all(
+            [torch.empty(1) for _ in range(world)], [torch.ones(1) for _ in range(world)]
+        )
+        has_a2a = True
+    except RuntimeError as e:
+        if "alltoall" not in str(e):
+            raise
+        has_a2a = False
     with record_comm() as log:
         dist.all_reduce(torch.ones(10, dtype=f32))  # 40 B
         dist.broadcast(torch.ones(3, dtype=torch.float64), src=0)  # 24 B
@@ -80,9 +90,10 @@ def every_op() -> list[tuple]:
         dist.all_gather_into_tensor(flat, torch.ones(4))  # 16 B
         dist.reduce_scatter(torch.empty(2), [torch.ones(2) for _ in range(world)])  # 4*8 = 32 B
         dist.reduce_scatter_tensor(torch.empty(3), torch.ones(3 * world))  # 48 B
-        dist.all_to_all(
-            [torch.empty(2) for _ in range(world)], [torch.ones(2) for _ in range(world)]
-        )  # 32 B, sent 24
+        if has_a2a:
+            dist.all_to_all(
+                [torch.empty(2) for _ in range(world)], [torch.ones(2) for _ in range(world)]
+            )  # 32 B, sent 24
         # uneven all_to_all_single: rank r sends (j+1) rows of 2 floats to rank j
         in_splits = [j + 1 for j in range(world)]
         out_splits = [rank + 1] * world
@@ -111,7 +122,7 @@ def every_op() -> list[tuple]:
         elif rank == 3:
             dist.irecv(torch.empty(2, 2), src=2).wait()
         dist.barrier()
-    return [
+    return has_a2a, [
         (o.kind, o.nbytes, o.group_ranks, o.peer, o.sent_bytes, o.ring_bytes()) for o in log.ops
     ]
 

@@ -7,9 +7,25 @@ from shared import CommLog, CommOp, record_comm, spawn
 WORLD = (0, 1, 2, 3)
 
 
+def test_gloo_has_all_to_all_with_the_pinned_torch(has_a2a):
+    # constraints.txt pins torch 2.13, whose gloo has all_to_all; older builds may lack it
+    if torch.__version__.startswith("2.13"):
+        assert has_a2a
+
+
 @pytest.fixture(scope="module")
-def recorded():
+def spawned():
     return spawn(every_op, 4, timeout_s=90)
+
+
+@pytest.fixture(scope="module")
+def has_a2a(spawned):
+    return spawned[0][0]
+
+
+@pytest.fixture(scope="module")
+def recorded(spawned):
+    return [ops for _, ops in spawned]
 
 
 def _ops(recorded, rank):
@@ -19,7 +35,7 @@ def _ops(recorded, rank):
     ]
 
 
-def test_collective_bytes_are_exact(recorded):
+def test_collective_bytes_are_exact(recorded, has_a2a):
     for rank in range(4):
         ops = [(k, b, g) for k, b, g, *_ in recorded[rank]]
         expected_collectives = [
@@ -34,7 +50,9 @@ def test_collective_bytes_are_exact(recorded):
             # uneven all_to_all_single: 1+2+3+4 rows of 2 float32
             ("all_to_all_single", 80, WORLD),
         ]
-        assert ops[:9] == expected_collectives
+        if not has_a2a:  # this torch's gloo has no all_to_all (the op was not issued)
+            expected_collectives.remove(("all_to_all", 32, WORLD))
+        assert ops[: len(expected_collectives)] == expected_collectives
         assert ops[-1] == ("barrier", 0, WORLD)
 
 
@@ -59,10 +77,11 @@ def test_subgroup_and_point_to_point(recorded):
     assert [(o.nbytes, o.peer) for o in CommLog(r3).filter("irecv")] == [(16, 2), (16, 2)]
 
 
-def test_totals_and_sent_bytes(recorded):
+def test_totals_and_sent_bytes(recorded, has_a2a):
     log = CommLog(_ops(recorded, 0))
-    a2a = log.filter("all_to_all")[0]
-    assert a2a.sent_bytes == 24  # 3 of the 4 chunks leave the rank
+    if has_a2a:
+        a2a = log.filter("all_to_all")[0]
+        assert a2a.sent_bytes == 24  # 3 of the 4 chunks leave the rank
     a2as = log.filter("all_to_all_single")[0]
     assert a2as.sent_bytes == 80 - 1 * 8  # rank 0 keeps its own 1 row
     assert log.by_kind()["all_reduce"] == {"count": 2, "bytes": 76}

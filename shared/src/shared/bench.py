@@ -4,7 +4,8 @@ On shared 2-core machines wall-clock numbers vary by +-30 %, so claims are ratio
 side: :func:`compare` interleaves the candidates (A B A B ...) after a warm-up and reports medians.
 :func:`time_subprocess` times whole commands and reads each child's own peak RSS from the kernel
 (``wait4``), which is exact and immune to sampling gaps. :class:`PeakMemory` tracks the peak RSS of
-this process (sampled) and, with CUDA, the torch allocator's peak.
+this process (the kernel's high-water mark, reset on entry) and, with CUDA, the torch allocator's
+peak.
 """
 
 from __future__ import annotations
@@ -230,17 +231,40 @@ def current_rss_bytes() -> int:
         return r * (1 if sys.platform == "darwin" else 1024)
 
 
+def _read_vm_hwm() -> int | None:
+    """Peak RSS of this process since the last reset (``VmHWM``), in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs``); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class PeakMemory:
-    """Context manager recording the peak RSS of this process (sampled) and torch's CUDA peak.
+    """Context manager recording the peak RSS of this process and torch's CUDA allocator peak.
 
     >>> with PeakMemory() as mem:  # doctest: +SKIP
     ...     work()
     >>> mem.peak_rss_bytes, mem.rss_growth_bytes
 
-    ``rss_growth_bytes`` is the peak minus the RSS at entry: what the block itself added.
-    ``interval`` is the sampling period in seconds; short spikes between samples can be missed,
-    so use :func:`time_subprocess` where an exact peak matters.
+    ``rss_growth_bytes`` is the peak minus the RSS at entry: what the block itself added. On Linux
+    the kernel's high-water mark is reset on entry (``/proc/self/clear_refs``) and read on exit,
+    which is exact; where that is refused, the RSS is sampled every ``interval`` seconds, and short
+    spikes between samples can be missed (use :func:`time_subprocess` for an exact peak then).
     """
 
     interval: float = 0.005
@@ -248,6 +272,7 @@ class PeakMemory:
     start_rss_bytes: int = 0
     peak_rss_bytes: int = 0
     cuda_peak_bytes: int | None = None
+    exact: bool = False
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -260,6 +285,7 @@ class PeakMemory:
             self.peak_rss_bytes = max(self.peak_rss_bytes, current_rss_bytes())
 
     def __enter__(self) -> PeakMemory:
+        self.exact = _reset_vm_hwm() and _read_vm_hwm() is not None
         self.start_rss_bytes = self.peak_rss_bytes = current_rss_bytes()
         self._cuda = None
         try:
@@ -271,8 +297,9 @@ class PeakMemory:
         except ImportError:  # pragma: no cover
             pass
         self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        if not self.exact:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -280,6 +307,8 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self.peak_rss_bytes = max(self.peak_rss_bytes, current_rss_bytes())
+        if self.exact:
+            self.peak_rss_bytes = max(self.peak_rss_bytes, _read_vm_hwm() or 0)
         if self._cuda is not None:
             import torch
 
