@@ -164,22 +164,23 @@ def _dist_env(session: nox.Session, dist: Dist, prefix: str, *extras: str) -> En
     return env
 
 
-def _run_pytest(env: Env, dist: Dist, marker: str) -> None:
-    # pytest exit code 5 = "no tests collected": a package without tests is a defect
+def _pytest(env: Env, target: Path, *args: str, success_codes: list[int] | None = None) -> None:
+    """pytest on ``target`` with the root configuration; exit code 5 ("no tests collected") fails
+    unless ``success_codes`` allows it (a package without tests is a defect)."""
     env.run(
         "python",
         "-m",
         "pytest",
-        str(dist.path / "tests"),
-        "-m",
-        marker,
+        str(target),
         "-p",
         "no:cacheprovider",
         "--rootdir",
         str(ROOT),
         "-c",
         str(ROOT / "pyproject.toml"),
+        *args,
         env={"PYTHONDONTWRITEBYTECODE": "1"},
+        success_codes=success_codes or [0],
     )
 
 
@@ -194,7 +195,7 @@ def tests(session: nox.Session) -> None:
         session.log(f"=== {dist.name}: fresh venv with {dist.name}, shared and its test extra")
         try:
             env = _dist_env(session, dist, "tests", "test")
-            _run_pytest(env, dist, "not slow")
+            _pytest(env, dist.path / "tests", "-m", "not slow")
         except nox.command.CommandFailed:
             failed.append(dist.name)
     if failed:
@@ -206,21 +207,7 @@ def slow(session: nox.Session) -> None:
     """The tests marked slow, each distribution in its own fresh venv."""
     for dist in select(session, list(session.posargs)):
         env = _dist_env(session, dist, "slow", "test")
-        env.run(
-            "python",
-            "-m",
-            "pytest",
-            str(dist.path / "tests"),
-            "-m",
-            "slow",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(ROOT),
-            "-c",
-            str(ROOT / "pyproject.toml"),
-            success_codes=[0, 5],
-        )
+        _pytest(env, dist.path / "tests", "-m", "slow", success_codes=[0, 5])
 
 
 @nox.session(venv_backend="none")
@@ -228,19 +215,7 @@ def integration(session: nox.Session) -> None:
     """All distributions in one venv; runs integration_tests/."""
     env = Env(session, "integration")
     env.install(*(d.spec("test") for d in discover().values()))
-    env.run(
-        "python",
-        "-m",
-        "pytest",
-        str(ROOT / "integration_tests"),
-        "-p",
-        "no:cacheprovider",
-        "--rootdir",
-        str(ROOT),
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        *session.posargs,
-    )
+    _pytest(env, ROOT / "integration_tests", *session.posargs)
 
 
 @nox.session
