@@ -104,3 +104,19 @@ def test_single_task_needs_scene(tmp_path, prepared, capsys):
         == 2
     )
     assert "--task single needs --scene" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file_exits_2(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["generate", "--out", str(afile), "--rows", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "antm2c generate: error:" in err and "afile" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--rows", "8000", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Leaderboard" in out and "| multi | deepfm |" in out
+    assert (tmp_path / "leaderboard.md").is_file() and (tmp_path / "leaderboard.json").is_file()

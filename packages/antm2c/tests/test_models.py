@@ -86,3 +86,23 @@ def test_config_errors():
 
     with pytest.raises(ValueError, match="unknown model"):
         build_model("gpt", None)
+
+
+def test_din_needs_user_text(prepared):
+    root, _ = prepared
+    enc = FeatureEncoder.fit(split_files(root, "train"), FeatureSpec())
+    with pytest.raises(ValueError, match="DIN needs user behaviour text fields"):
+        MODELS["din"](FieldLayout.from_encoder(enc))
+
+
+def test_din_attends_to_matching_behaviours(batch):
+    enc, b = batch
+    torch.manual_seed(0)
+    model = MODELS["din"](FieldLayout.from_encoder(enc), embed_dim=8)
+    # removing every behaviour token changes the prediction (the interest term is used)
+    b_empty = {**b, "seq": b["seq"].clone()}
+    b_empty["seq"][:, model.user_idx] = 0
+    with torch.no_grad():
+        for p in model.att.parameters():
+            p.add_(0.5)
+        assert not torch.allclose(model(b), model(b_empty))

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -203,7 +204,7 @@ def test_key64_stable_across_processes():
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        env={**os.environ, "PYTHONHASHSEED": "123"},  # a different str-hash salt
     )
     assert json.loads(out.stdout) == here
     assert here[2] == 0 and len(set(here)) == 4

@@ -100,3 +100,20 @@ def test_train_config_validation():
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="discrete data"):
         BFNTrainer(DiscreteMLP(4, 3), torch.zeros(4, 4), DiscreteSchedule(3, 1.0), TrainConfig())
+
+
+def test_trained_table_reports_skipped_digits():
+    from bfn_solver.bench import trained_table
+
+    tr = {
+        "nfes": [5],
+        "digits": {"skipped": "needs scikit-learn"},
+        "markov": {
+            "metric": "bigram TV",
+            "final_loss": 1.0,
+            "curves": {"bfn_original": {5: {"bigram_tv": 0.5, "invalid": 0.25}}},
+        },
+    }
+    table = trained_table(tr)
+    assert "skipped: needs scikit-learn" in table
+    assert "| bfn_original | 0.5000 (0.2500) |" in table

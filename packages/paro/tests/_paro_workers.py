@@ -27,7 +27,11 @@ def horing_checks(group_size: int, sizes: list[int]) -> dict:
         with record_comm() as log:
             ho_ring_all_reduce_(a, topo)
         ring_all_reduce_(b)
-        out["exact"].append((numel, torch.equal(a, ref), torch.equal(b, ref)))
+        p = ints.clone()
+        ho_ring_all_reduce_(p, topo, 3)  # pipelined: 3 staggered pieces
+        out["exact"].append(
+            (numel, torch.equal(a, ref) and torch.equal(p, ref), torch.equal(b, ref))
+        )
         out["bytes"][numel] = scope_bytes(log, topo)
         out["steps"] = len(log.filter("isend"))
         real = torch.randn(numel, generator=gen)

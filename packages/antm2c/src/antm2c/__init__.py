@@ -11,7 +11,7 @@ tasks and split audits (:mod:`antm2c.tasks`), single- and multi-scenario CTR mod
 from .features import FeatureEncoder, FeatureSpec, ParquetStream
 from .leaderboard import Leaderboard
 from .metrics import Predictions, auc, evaluate, gauc, logloss
-from .models import DNN, LR, AutoInt, CTRModel, DCNv2, DeepFM, FieldLayout
+from .models import DIN, DNN, LR, AutoInt, CTRModel, DCNv2, DeepFM, FieldLayout
 from .pipeline import (
     COMMUNITY_CUTOFFS,
     MalformedRowError,
@@ -50,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COMMUNITY_CUTOFFS",
+    "DIN",
     "DNN",
     "LR",
     "MODELS",

@@ -42,7 +42,11 @@ def _positive(s: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     from .zoo import MODELS
 
-    p = argparse.ArgumentParser(prog="python -m antm2c", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m antm2c",
+        description="AntM2C toolkit: synthetic data, streaming CSV->parquet preparation, CTR "
+        "models (single- and multi-scenario), metrics, leaderboard and benchmark claims.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="generate -> prepare -> train a few models -> leaderboard")
@@ -398,9 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         SchemaError,
         MalformedRowError,
         LeakageError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
+        OSError,  # missing files, existing outputs, unwritable paths
         ValueError,
     ) as e:
         print(f"antm2c {args.cmd}: error: {e}", file=sys.stderr)

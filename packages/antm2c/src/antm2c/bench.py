@@ -47,11 +47,11 @@ class BenchConfig:
 
     @property
     def pipe_rows(self) -> int:
-        return 200_000 if self.quick else 500_000
+        return 200_000 if self.quick else 300_000
 
     @property
     def model_rows(self) -> int:
-        return 250_000 if self.quick else 500_000
+        return 250_000 if self.quick else 400_000
 
     @property
     def epochs(self) -> int:

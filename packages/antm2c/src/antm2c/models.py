@@ -11,7 +11,8 @@ do with the field matrix ``E`` of shape ``[B, F, d]``:
 * :class:`DeepFM` (Guo et al. 2017): first order + factorisation-machine pairwise term + MLP;
 * :class:`DCNv2` (Wang et al. 2021): full-rank cross layers ``x_{l+1} = x_0 * (W x_l + b) + x_l``
   in parallel with an MLP;
-* :class:`AutoInt` (Song et al. 2019): multi-head self-attention over fields with residuals.
+* :class:`AutoInt` (Song et al. 2019): multi-head self-attention over fields with residuals;
+* :class:`DIN` (Zhou et al. 2018): target attention over the user's textual behaviours.
 
 The AntM2C papers name these families as baselines but their result tables were not available to
 us; hyper-parameters here are ours.
@@ -28,6 +29,7 @@ from torch import nn
 from .features import Batch, FeatureEncoder
 
 __all__ = [
+    "DIN",
     "DNN",
     "LR",
     "MLP",
@@ -49,6 +51,8 @@ class FieldLayout:
     n_dense: int = 0
     image_dim: int = 0
     n_scenes: int = 5
+    sequence_names: tuple[str, ...] = ()
+    sparse_names: tuple[str, ...] = ()
 
     @classmethod
     def from_encoder(cls, enc: FeatureEncoder, n_scenes: int = 5) -> FieldLayout:
@@ -58,6 +62,8 @@ class FieldLayout:
             len(enc.spec.dense),
             enc.image_dim,
             n_scenes,
+            tuple(enc.spec.sequences),
+            tuple(enc.spec.sparse),
         )
 
     @property
@@ -285,3 +291,55 @@ class AutoInt(CTRModel):
             a, _ = att(h, h, h, need_weights=False)
             h = torch.relu(a + res(h))
         return self.head(h.flatten(1)).squeeze(-1) + self.linear_logit(batch)
+
+
+class DIN(CTRModel):
+    """DIN (Zhou et al. 2018) over *textual* behaviours: the user's bill/service/query entity
+    tokens are the behaviour sequence, the target item is its id embedding plus its title bag;
+    an activation unit scores each behaviour from ``[q, k, q - k, q * k]`` (unnormalised, as in
+    DIN), the weighted sum is the user interest, concatenated with all field embeddings into an
+    MLP. AntM2C has no item-id click history, so this adaptation is ours; it needs the user
+    text fields in the feature spec (e.g. the ``text`` or ``full`` preset)."""
+
+    name = "din"
+    USER_FIELDS = ("bill_entity_seq", "service_entity_seq", "query_entity_seq")
+
+    def __init__(
+        self,
+        layout: FieldLayout,
+        embed_dim: int = 16,
+        hidden: Sequence[int] = (256, 128),
+        att_hidden: Sequence[int] = (64,),
+    ) -> None:
+        super().__init__(layout, embed_dim)
+        self.user_idx = [i for i, n in enumerate(layout.sequence_names) if n in self.USER_FIELDS]
+        if not self.user_idx:
+            raise ValueError(
+                "DIN needs user behaviour text fields (bill/service/query entity "
+                "sequences) in the feature spec, e.g. FeatureSpec.preset('text')"
+            )
+        names = layout.sequence_names
+        self.title_idx = names.index("item_title") if "item_title" in names else None
+        self.item_idx = (
+            layout.sparse_names.index("item_id") if "item_id" in layout.sparse_names else None
+        )
+        self.att = MLP(4 * embed_dim, att_hidden, out=1)
+        self.mlp = MLP((self.n_fields + 1) * embed_dim, hidden, out=1)
+
+    def logit(self, batch: Batch) -> torch.Tensor:
+        e = self.embed(batch)
+        seq = batch["seq"]
+        q = torch.zeros(len(seq), self.embed_dim, device=seq.device, dtype=e.dtype)
+        if self.item_idx is not None:
+            q = q + e[:, self.item_idx]
+        n_sp = len(self.layout.sparse)
+        if self.title_idx is not None:
+            q = q + e[:, n_sp + self.title_idx]
+        beh = seq[:, self.user_idx]  # [B, U, L]
+        k = self.seq_emb(beh + self.seq_off[self.user_idx].view(1, -1, 1)).flatten(1, 2)
+        mask = (beh > 0).flatten(1).unsqueeze(-1).to(k.dtype)  # [B, U*L, 1]
+        qq = q.unsqueeze(1).expand_as(k)
+        w = self.att(torch.cat([qq, k, qq - k, qq * k], -1)) * mask
+        interest = (w * k).sum(1)
+        h = torch.cat([e.flatten(1), interest], 1)
+        return self.mlp(h).squeeze(-1) + self.linear_logit(batch)

@@ -282,6 +282,11 @@ def _encode(
     cfg: PrepareConfig,
     schema: pa.Schema,
 ) -> pa.Table:
+    """64-bit keys for ids and categorical codes, token-key lists for text, parsed values for
+    time, label, scene and numeric features.
+
+    (Encoding the columns on two extra threads was measured on two pinned cores: +8 %
+    throughput but +14 % peak RSS for a 10x input, so it is not done.)"""
     cols: dict[str, pa.Array] = {
         "row": pa.array(rows, pa.int64()),
         "user_id": pa.array(key64(parsed["user_id"]), pa.int64()),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from .features import FeatureEncoder
-from .models import DNN, LR, AutoInt, CTRModel, DCNv2, DeepFM, FieldLayout
+from .models import DIN, DNN, LR, AutoInt, CTRModel, DCNv2, DeepFM, FieldLayout
 from .scenario import PLE, STAR, MMoE, SharedBottom
 
 __all__ = ["MODELS", "MULTI_SCENARIO", "build_model"]
 
 MODELS: dict[str, type[CTRModel]] = {
-    m.name: m for m in (LR, DNN, DeepFM, DCNv2, AutoInt, SharedBottom, MMoE, PLE, STAR)
+    m.name: m for m in (LR, DNN, DeepFM, DCNv2, AutoInt, DIN, SharedBottom, MMoE, PLE, STAR)
 }
 MULTI_SCENARIO = ("sharedbottom", "mmoe", "ple", "star")
 

@@ -108,9 +108,10 @@ def _bench(args: argparse.Namespace) -> int:
     png = Path(path).with_name(f"{DIST}-curves.png")
     tr = extra["trained"]
     panels = dict(extra["oracle_curves"])
-    panels["trained digits (Frechet distance)"] = {
-        nm: {k: {"error": v} for k, v in c.items()} for nm, c in tr["digits"]["curves"].items()
-    }
+    if "curves" in tr["digits"]:
+        panels["trained digits (Frechet distance)"] = {
+            nm: {k: {"error": v} for k, v in c.items()} for nm, c in tr["digits"]["curves"].items()
+        }
     panels["trained markov (bigram TV)"] = {
         nm: {k: {"error": v["bigram_tv"]} for k, v in c.items()}
         for nm, c in tr["markov"]["curves"].items()
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="all samplers on the oracle suites; table + PNG")
     d.add_argument("--out", default="bfn_solver_demo", help="output directory")
     d.add_argument("--nfe", type=_nfe_list, default=[5, 10, 20, 50, 100])
-    d.add_argument("--n", type=_positive_int, default=2000, help="samples per run")
+    d.add_argument("--n", type=_positive_int, default=4000, help="samples per run")
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="run every claim, write results/bfn-solver.json")
     b.add_argument("--quick", action="store_true")
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (_UsageError, ValueError, TypeError) as e:
+    except (_UsageError, ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

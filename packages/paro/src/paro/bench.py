@@ -154,7 +154,8 @@ def _emulation_claims(quick: bool) -> list[Claim]:
     err_ar = err_train = why
     if ok:
         try:
-            ar = run_emulated("allreduce", {"numel": numel, "repeats": repeats}, emu)[0]
+            spec = {"numel": numel, "repeats": repeats, "pipeline_chunks": 4}
+            ar = run_emulated("allreduce", spec, emu)[0]
             err_ar = ""
         except RuntimeError as e:
             err_ar = str(e)[-800:]
@@ -177,18 +178,20 @@ def _emulation_claims(quick: bool) -> list[Claim]:
     if ar is not None:
         t = {k: _median(v) for k, v in ar["times"].items()}
         flat = min(t["flat_ring"], t["gloo"])
-        ratio = t["horing"] / flat
+        ratio = t["horing_pipelined"] / flat
         details = {
             **common,
             "bytes": 4 * numel,
             "median_s": t,
             "correct": ar["correct"],
             "repeats": repeats,
+            "pipeline_chunks": 4,
+            "sequential_phases_ratio": t["horing"] / flat,
         }
         claims.append(
             Claim(
                 "horing_time_ratio",
-                "HO-Ring all-reduce time / best flat ring (own P2P ring or gloo all_reduce), 2 emulated nodes x 4 ranks",
+                "HO-Ring all-reduce time (4 pipelined pieces: intra and inter phases overlap) / best flat ring (own P2P ring or gloo all_reduce), 2 emulated nodes x 4 ranks; the sequential-phase ratio is in details",
                 ratio,
                 0.75,
                 "<=",
@@ -204,7 +207,7 @@ def _emulation_claims(quick: bool) -> list[Claim]:
             Claim(
                 "horing_inter_bytes",
                 "Bytes node A sent over the link during one HO-Ring all-reduce / predicted payload 2(g-1)/g·S (kernel counters include TCP/IP headers)",
-                meas["horing"] / pred["horing"],
+                meas["horing_pipelined"] / pred["horing"],
                 1.0,
                 "~=",
                 tolerance=0.10,
