@@ -133,3 +133,12 @@ def nested_recorders() -> tuple[int, int]:
         with record_comm() as inner:
             dist.all_reduce(torch.ones(8))
     return outer.total_bytes(), inner.total_bytes()
+
+
+def captured_reference() -> int:
+    """A library that keeps a reference to a torch.distributed function from its start-up (as
+    DeepSpeed does) is still seen: spawn installed the hooks before this function ran."""
+    captured = dist.all_reduce  # taken before any record_comm in this process
+    with record_comm() as log:
+        captured(torch.ones(5))
+    return log.total_bytes()

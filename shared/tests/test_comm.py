@@ -1,6 +1,6 @@
 import pytest
 import torch
-from _shared_workers import every_op, nested_recorders
+from _shared_workers import captured_reference, every_op, nested_recorders
 
 from shared import CommLog, CommOp, record_comm, spawn
 
@@ -107,3 +107,19 @@ def test_recorder_without_process_group_records_nothing():
     with record_comm() as log:
         torch.ones(3).sum()
     assert log.ops == [] and log.total_bytes() == 0
+
+
+def test_references_captured_at_library_start_up_are_seen():
+    assert spawn(captured_reference, 2, timeout_s=60) == [20, 20]
+
+
+def test_install_comm_hooks_is_idempotent_and_transparent():
+    import torch.distributed as dist
+
+    from shared import install_comm_hooks
+
+    install_comm_hooks()
+    first = dist.all_reduce
+    install_comm_hooks()
+    assert dist.all_reduce is first
+    assert first.__shared_comm_original__ is not first  # a wrapper around torch's own function

@@ -26,7 +26,7 @@ from shared.claims import (
     replace_marked_section,
     write_results,
 )
-from shared.comm import CommLog, CommOp, record_comm
+from shared.comm import CommLog, CommOp, install_comm_hooks, record_comm
 from shared.distributed import (
     DistInfo,
     NodeGroups,
@@ -67,6 +67,7 @@ __all__ = [
     "find_free_port",
     "get_info",
     "init_distributed",
+    "install_comm_hooks",
     "load_results",
     "make_node_groups",
     "progress",

@@ -25,8 +25,12 @@ barrier                    0
 algorithms (all_reduce ``2(n-1)/n``, all_gather ``(n-1)``, reduce_scatter ``(n-1)/n`` ...), the
 model cost analyses use; it is a model, labelled as such.
 
-How: the public functions of ``torch.distributed`` are wrapped (once, on first use; the wrappers
-only forward when no recorder is active). Ops issued from inside another recorded op (e.g. the
+How: the public functions of ``torch.distributed`` are wrapped (once per process, on the first
+:func:`record_comm` or :func:`install_comm_hooks`; the wrappers only forward when no recorder is
+active). A library that stores a reference to a torch.distributed function when it starts (as
+DeepSpeed's communication backend does in ``deepspeed.init_distributed``) only calls the wrappers
+if they were installed before: call :func:`install_comm_hooks` first (:func:`shared.spawn` does it
+in every rank). Ops issued from inside another recorded op (e.g. the
 sends inside ``batch_isend_irecv``) are attributed to the outermost op only. Functional collectives
 (``torch.distributed._functional_collectives``, used by DTensor/FSDP2) are not seen.
 """
@@ -45,7 +49,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.distributed_c10d as c10d
 
-__all__ = ["CommLog", "CommOp", "record_comm"]
+__all__ = ["CommLog", "CommOp", "install_comm_hooks", "record_comm"]
 
 COLLECTIVES = (
     "all_reduce",
@@ -300,6 +304,13 @@ def _make_batch_wrapper(orig: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return batch_isend_irecv
+
+
+def install_comm_hooks() -> None:
+    """Wrap the public ops of ``torch.distributed`` now (idempotent, transparent when no recorder is
+    active), so libraries that capture function references later still report to recorders."""
+    with _lock:
+        _install()
 
 
 def _install() -> None:

@@ -233,6 +233,9 @@ def _child(
     os.environ.update(env)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank)})
     try:
+        from shared.comm import install_comm_hooks
+
+        install_comm_hooks()  # before any library captures torch.distributed functions
         if init:
             init_distributed(backend, timeout_s=pg_timeout_s)
         out = fn(*args, **kwargs)
@@ -265,7 +268,8 @@ def spawn(
     Each process gets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``,
     ``MASTER_ADDR=127.0.0.1`` and a free ``MASTER_PORT``; with ``init=True`` (default) the default
     process group is initialised (``backend``; ``None`` picks nccl with CUDA) before ``fn`` runs and
-    destroyed after. ``fn`` must be picklable (a module-level function).
+    destroyed after. ``fn`` must be picklable (a module-level function). Each rank installs the
+    :mod:`shared.comm` hooks first, so ``record_comm`` sees libraries started inside ``fn``.
 
     If any rank raises or exits abnormally the others are killed and :class:`SpawnError` is raised
     with the first failing rank's traceback; if the ranks do not all finish within ``timeout_s``
