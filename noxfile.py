@@ -273,7 +273,14 @@ def reproduce(session: nox.Session) -> None:
     report_env = Env(session, "report")
     report_env.install(str(ROOT / "shared"))
     report_env.run(
-        "python", "-m", "shared", "report", str(ROOT / "docs" / "results.md"), *map(str, outs)
+        "python",
+        "-m",
+        "shared",
+        "report",
+        str(ROOT / "docs" / "results.md"),
+        *map(str, outs),
+        "--readme",
+        str(ROOT / "README.md"),
     )
 
 

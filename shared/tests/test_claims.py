@@ -116,6 +116,14 @@ def test_cli_readme_and_report(tmp_path):
     subprocess.run([*run, "report", str(out), str(res)], check=True)
     text = out.read_text()
     assert "| pkg | 1/1 | full," in text and "| pkg | c: desc |" in text
+    root_readme = tmp_path / "ROOT.md"
+    root_readme.write_text("# x\n<!-- results:start -->\n<!-- results:end -->\n")
+    failing = write_results("two", [Claim("slow", "d", 0.2, 0.1, "<=")], tmp_path / "two.json")
+    subprocess.run(
+        [*run, "report", str(out), str(res), str(failing), "--readme", str(root_readme)], check=True
+    )
+    summary = root_readme.read_text()
+    assert "| pkg | 1/1 | — |" in summary and "| two | 0/1 | slow |" in summary
     bad = subprocess.run(
         [*run, "report", str(out), str(tmp_path / "missing.json")], capture_output=True, text=True
     )

@@ -2,8 +2,10 @@
 
 - ``python -m shared readme RESULTS.json README.md``: regenerate the claims table between the
   ``<!-- claims:start -->`` / ``<!-- claims:end -->`` markers of a package README.
-- ``python -m shared report OUT.md RESULTS.json [...]``: write the cross-package results page
-  (package, claim, paper value, ours, baseline, holds).
+- ``python -m shared report OUT.md RESULTS.json [...] [--readme README.md]``: write the
+  cross-package results page (package, claim, paper value, ours, baseline, holds) and, with
+  ``--readme``, its summary (claims holding per package, failing claims named) between the
+  ``<!-- results:start -->`` / ``<!-- results:end -->`` markers of the root README.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ def _readme(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    summary, tables = [], []
+    summary, tables, short = [], [], []
     for path in args.results:
         dist, claims, doc = load_results(path)
         held = sum(c.holds is True for c in claims)
         judged = sum(c.holds is not None for c in claims)
         mode = "quick" if doc.get("quick") else "full"
         summary.append(f"| {dist} | {held}/{judged} | {mode}, {doc['created']} |")
+        failing = ", ".join(c.name for c in claims if c.holds is False) or "—"
+        short.append(f"| {dist} | {held}/{judged} | {failing} |")
         tables.append(render_markdown(claims, dist=dist))
     # one table: the per-package tables share the header, keep the first one's
     rows = tables[0].splitlines() + [r for t in tables[1:] for r in t.splitlines()[2:]]
@@ -55,6 +59,10 @@ def _report(args: argparse.Namespace) -> int:
     )
     atomic_write_text(args.out, text)
     print(f"wrote {args.out} ({len(args.results)} packages)")
+    if args.readme is not None:
+        table = "\n".join(["| package | claims holding | not holding |", "|---|---|---|", *short])
+        if not replace_marked_section(args.readme, table, marker="results"):
+            print(f"{args.readme}: no results markers; README left unchanged", file=sys.stderr)
     return 0
 
 
@@ -72,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write the cross-package results page")
     p.add_argument("out", type=Path)
     p.add_argument("results", type=Path, nargs="+")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also write the per-package summary into this README's results markers",
+    )
     p.set_defaults(func=_report)
     args = ap.parse_args(argv)
     try:
