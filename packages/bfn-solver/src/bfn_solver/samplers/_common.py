@@ -76,6 +76,31 @@ class SampleResult:
     extra: dict = field(default_factory=dict)
 
 
+class RunBase:
+    """What continuous and discrete sampling runs share: the finishing-step rule, the noise draw
+    and the optional trajectory. Subclasses set ``steps``, ``last_step``, ``shape``, ``gen``,
+    ``device``, ``dtype`` and ``traj``."""
+
+    steps: int
+    last_step: str
+    shape: tuple[int, ...]
+    gen: torch.Generator | None
+    device: torch.device
+    dtype: torch.dtype
+    traj: list[torch.Tensor] | None
+
+    def dropping(self, k: int) -> bool:
+        """True on the last loop step under ``last_step="drop"`` (its prediction is the output)."""
+        return self.last_step == "drop" and k == self.steps - 1
+
+    def noise(self) -> torch.Tensor:
+        return randn(self.shape, self.gen, self.device, self.dtype)
+
+    def push(self, state: torch.Tensor) -> None:
+        if self.traj is not None:
+            self.traj.append(state)
+
+
 def check_common(nfe: int, eta: float, last_step: str, *, ode: bool) -> None:
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")

@@ -26,6 +26,7 @@ import torch
 
 from bfn_solver.samplers._common import (
     NFECounter,
+    RunBase,
     SampleResult,
     check_common,
     lin,
@@ -50,7 +51,7 @@ Clip = tuple[float, float] | None
 GRIDS = ("time", "lambda")
 
 
-class _Run:
+class _Run(RunBase):
     """State of one continuous sampling run: grid, counted denoiser, trajectory, finishing."""
 
     def __init__(
@@ -106,16 +107,6 @@ class _Run:
     def x0(self, mu: torch.Tensor, t: float) -> torch.Tensor:
         x = self.model(mu, t)
         return x.clamp(self.clip[0], self.clip[1]) if self.clip is not None else x
-
-    def dropping(self, k: int) -> bool:
-        return self.last_step == "drop" and k == self.steps - 1
-
-    def noise(self) -> torch.Tensor:
-        return randn(self.shape, self.gen, self.device, self.dtype)
-
-    def push(self, mu: torch.Tensor) -> None:
-        if self.traj is not None:
-            self.traj.append(mu)
 
     def done(self, mu: torch.Tensor, x_last: torch.Tensor | None = None) -> SampleResult:
         if x_last is not None:

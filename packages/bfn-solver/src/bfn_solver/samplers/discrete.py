@@ -23,6 +23,7 @@ import torch
 
 from bfn_solver.samplers._common import (
     NFECounter,
+    RunBase,
     SampleResult,
     check_common,
     lin,
@@ -67,7 +68,7 @@ def _one_hot_sample(p: torch.Tensor, gen: torch.Generator | None) -> torch.Tenso
     return torch.zeros_like(p).scatter_(-1, _sample_index(p, gen), 1.0)
 
 
-class _Run:
+class _Run(RunBase):
     def __init__(
         self,
         denoiser,
@@ -113,16 +114,6 @@ class _Run:
 
     def x0(self, y: torch.Tensor, t: float) -> torch.Tensor:
         return self.model(_softmax(y), t)
-
-    def dropping(self, k: int) -> bool:
-        return self.last_step == "drop" and k == self.steps - 1
-
-    def noise(self) -> torch.Tensor:
-        return randn(self.shape, self.gen, self.device, self.dtype)
-
-    def push(self, y: torch.Tensor) -> None:
-        if self.traj is not None:
-            self.traj.append(y)
 
     def done(self, y: torch.Tensor, p_last: torch.Tensor | None = None) -> SampleResult:
         if p_last is not None:
