@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from bfn_solver.ops import class_softmax
 from bfn_solver.schedules import ContinuousSchedule, DiscreteSchedule
 
 __all__ = ["bayesian_updates", "sample_mu", "sample_theta"]
@@ -65,7 +66,7 @@ def sample_theta(
     e = torch.nn.functional.one_hot(x.long(), K).to(dtype)
     z = torch.randn(e.shape, generator=generator, device=x.device, dtype=dtype)
     y = beta * (K * e - 1) + torch.sqrt(beta * K) * z
-    return torch.softmax(y, -1), y
+    return class_softmax(y), y
 
 
 def bayesian_updates(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bfn_solver.ops import class_softmax
 from bfn_solver.schedules import ContinuousSchedule
 
 __all__ = ["ContinuousMLP", "DiscreteMLP", "eps_to_data"]
@@ -78,4 +79,4 @@ class DiscreteMLP(nn.Module):
     def forward(self, theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = theta.shape[0]
         h = torch.cat([(2 * theta - 1).flatten(1), _time_features(t.to(theta.dtype))], -1)
-        return torch.softmax(self.net(h).view(b, self.length, self.num_classes), -1)
+        return class_softmax(self.net(h).view(b, self.length, self.num_classes))

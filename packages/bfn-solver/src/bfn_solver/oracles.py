@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from bfn_solver.ops import class_softmax
 from bfn_solver.schedules import ContinuousSchedule
 
 __all__ = [
@@ -199,7 +200,7 @@ class FactorizedOracle:
     def __call__(self, theta: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         _check_theta(theta, self.length, self.num_classes)
         logp = self.probs.to(theta).clamp_min(torch.finfo(theta.dtype).tiny).log()
-        return torch.softmax(logp[None] + _log_theta(theta), -1)
+        return class_softmax(logp[None] + _log_theta(theta))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.multinomial(self.probs.float(), n, replacement=True, generator=generator).T

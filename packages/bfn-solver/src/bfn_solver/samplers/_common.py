@@ -58,7 +58,7 @@ class NFECounter:
                 f"denoiser returned shape {tuple(out.shape)}, expected {self.out_shape} "
                 f"(the shape of the samples)"
             )
-        if not torch.isfinite(out.sum()):  # one reduction; NaN/inf propagate through the sum
+        if not math.isfinite(float(out.sum())):  # one reduction; NaN/inf propagate to the sum
             raise ValueError(f"denoiser returned non-finite values (NaN/inf) at t={float(t):.6g}")
         return out.to(state.dtype)
 
@@ -170,9 +170,12 @@ def lin(
     c: float = 0.0,
     z: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``a x + b y (+ c z)`` in 2-3 kernel launches (the samplers' only per-step arithmetic)."""
-    out = torch.mul(x, a)
-    out.add_(y, alpha=b)
+    """``a x + b y (+ c z)`` in 1-3 kernel launches (the samplers' only per-step arithmetic)."""
+    if a == 1.0:
+        out = torch.add(x, y, alpha=b)
+    else:
+        out = torch.mul(x, a)
+        out.add_(y, alpha=b)
     if z is not None:
         out.add_(z, alpha=c)
     return out

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from bfn_solver.ops import categorical_one_hot, class_softmax
 from bfn_solver.samplers._common import (
     NFECounter,
     RunBase,
@@ -49,23 +50,8 @@ DECODES = ("argmax", "sample")
 
 
 def _softmax(y: torch.Tensor) -> torch.Tensor:
-    """Softmax over the class axis; for the small K of BFN text this explicit form is several times
-    faster on CPU than ``torch.softmax`` (which vectorises poorly over a last axis of 6-30)."""
-    e = torch.exp(y - y.amax(-1, keepdim=True))
-    return e.div_(e.sum(-1, keepdim=True))
-
-
-def _sample_index(p: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """A draw from Cat(p) per position, ``(..., 1)`` indices (inverse CDF, one uniform each)."""
-    u = torch.rand((*p.shape[:-1], 1), generator=gen, device=p.device, dtype=p.dtype)
-    cdf = p.cumsum(-1)
-    idx = (cdf < u.mul_(cdf[..., -1:])).sum(-1, keepdim=True)
-    return idx.clamp_max_(p.shape[-1] - 1)
-
-
-def _one_hot_sample(p: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """A one-hot draw from Cat(p) per position."""
-    return torch.zeros_like(p).scatter_(-1, _sample_index(p, gen), 1.0)
+    """The network input ``theta = softmax(y)`` (fast small-K path on CPU, :mod:`bfn_solver.ops`)."""
+    return class_softmax(y)
 
 
 class _Run(RunBase):
@@ -125,7 +111,7 @@ class _Run(RunBase):
         if self.decode == "argmax":
             out = p.argmax(-1)
         else:
-            out = _one_hot_sample(p, self.gen).argmax(-1)
+            out = categorical_one_hot(p, self.gen).argmax(-1)
         return SampleResult(
             out, self.model.calls, self.model.times, self.traj, probs=p, extra={"logits": y}
         )
@@ -144,6 +130,11 @@ def _solver1(y, x, a, b, s: DiscreteSchedule):
     """Discrete BFN-Solver1 step: ``y_b = (b/a) y + beta1 b (b - a)(K x_hat - 1)``."""
     c = s.beta1 * b * (b - a)
     return lin(b / a, y, c * s.num_classes, x).sub_(c)
+
+
+def _sde_step(y, e, db, K: int, z):
+    """``y + db (K e - 1) + sqrt(K db) z`` (3 kernels; ``db`` = the accuracy added this step)."""
+    return torch.add(y, e, alpha=db * K).add_(z, alpha=math.sqrt(K * db)).sub_(db)
 
 
 @_kw
@@ -187,12 +178,9 @@ def sample_discrete_bfn_original(
     for i in range(1, n + 1):
         p = run.x0(y, (i - 1) / n)
         alpha = schedule.step_accuracy(i, n)
-        if categorical:  # y += alpha (K e_k - 1) + sqrt(alpha K) z, e_k scattered in place
-            idx = _sample_index(p, generator)
-            y = torch.add(y, run.noise(), alpha=math.sqrt(alpha * K)).sub_(alpha)
-            y.scatter_add_(-1, idx, torch.full_like(idx, alpha * K, dtype=y.dtype))
-        else:
-            y = lin(1.0, y, alpha * K, p, math.sqrt(alpha * K), run.noise()).sub_(alpha)
+        # y += alpha (K e - 1) + sqrt(alpha K) z, with e a one-hot draw from p (or p itself)
+        e = categorical_one_hot(p, generator) if categorical else p
+        y = _sde_step(y, e, alpha, K, run.noise())
         run.push(y)
     return run.done(y)
 
@@ -382,12 +370,8 @@ def sample_discrete_sde_bfn_solver1(
         if run.dropping(k):
             return run.done(y, x)
         db = schedule.beta(b) - schedule.beta(a)
-        if categorical:  # the official cate_samp: x_hat -> one-hot draw
-            idx = _sample_index(x, generator)
-            y = torch.add(y, run.noise(), alpha=math.sqrt(K * db)).sub_(db)
-            y.scatter_add_(-1, idx, torch.full_like(idx, db * K, dtype=y.dtype))
-        else:
-            y = lin(1.0, y, db * K, x, math.sqrt(K * db), run.noise()).sub_(db)
+        e = categorical_one_hot(x, generator) if categorical else x  # official cate_samp
+        y = _sde_step(y, e, db, K, run.noise())
         run.push(y)
     return run.done(y)
 
