@@ -183,7 +183,11 @@ def _in_run_fraction(fn, den, shape, sched, nfe: int, repeats: int) -> tuple[flo
 
 
 def overhead(
-    nfe: int = 20, batch: int = 512, repeats: int = 3, sweep: tuple[int, ...] = (512, 1024)
+    nfe: int = 20,
+    batch: int = 512,
+    repeats: int = 3,
+    sweep: tuple[int, ...] = (512, 1024),
+    other_threads: tuple[int, ...] = (1, 2),
 ) -> dict:
     """Where a sampling run's time goes besides the denoiser (3-layer MLP denoisers, float32).
 
@@ -196,8 +200,13 @@ def overhead(
       after a denoiser call and in a warm loop (the network evicts the caches, so every step's first
       op pays this once).
     - ``sweep``: the worst BFN-Solver's fraction per family with wider MLPs (information).
+    - ``threads``: torch's CPU thread count for all of the above; ``fraction_at_threads``: the
+      fractions again with each of ``other_threads`` (the network gains more from threads than
+      the sampler's small element-wise ops, so the fraction grows with the thread count).
     """
-    out: dict = {"fraction": {}, "denoiser_ms": {}, "hot_step_us": {}, "noise_us": {}}
+    threads = torch.get_num_threads()
+    out: dict = {"threads": threads, "fraction": {}, "denoiser_ms": {}, "hot_step_us": {}}
+    out["noise_us"], out["fraction_at_threads"] = {}, {}
     with torch.no_grad():
         for name, fn, den, shape, sched in _overhead_jobs(batch, 256):
             frac, call = _in_run_fraction(fn, den, shape, sched, nfe, repeats)
@@ -245,6 +254,17 @@ def overhead(
                             "fraction": frac,
                             "denoiser_ms": call * 1e3,
                         }
+        for n in other_threads:
+            if n == threads:
+                continue
+            torch.set_num_threads(n)
+            try:
+                out["fraction_at_threads"][n] = {
+                    name: _in_run_fraction(fn, den, shape, sched, nfe, repeats)[0]
+                    for name, fn, den, shape, sched in _overhead_jobs(batch, 256)
+                }
+            finally:
+                torch.set_num_threads(threads)
     return out
 
 
@@ -366,8 +386,9 @@ def bench_claims(quick: bool = False, progress: Callable | None = None) -> tuple
             Claim(
                 name=f"overhead_{family}",
                 description=f"largest fraction of a {family} sampling run spent outside denoiser "
-                "calls (20 NFE, batch 512, 3-layer width-256 MLP denoiser, float32, CPU), over the "
-                f"BFN-Solvers; baseline: the original sampler's",
+                "calls (20 NFE, batch 512, 3-layer width-256 MLP denoiser, float32, CPU, "
+                f"{ov['threads']} torch thread{'s' if ov['threads'] > 1 else ''}), over the "
+                "BFN-Solvers; baseline: the original sampler's",
                 measured=solvers[worst],
                 target=0.10,
                 comparator="<=",
@@ -380,6 +401,11 @@ def bench_claims(quick: bool = False, progress: Callable | None = None) -> tuple
                     "hot_fraction": {k: v / (v + den_ms * 1e3) for k, v in hot.items()},
                     "noise_draw_us": ov["noise_us"][family],
                     "first_op_us": ov["first_op_us"][family],
+                    "threads": ov["threads"],
+                    "per_sampler_at_threads": {
+                        n: {k.split("/")[1]: v for k, v in fr.items() if k.startswith(family)}
+                        for n, fr in ov["fraction_at_threads"].items()
+                    },
                     "wider_denoisers": {
                         k: v for k, v in ov["sweep"].items() if k.startswith(family)
                     },

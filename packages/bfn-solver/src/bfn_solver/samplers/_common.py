@@ -176,6 +176,6 @@ def lin(
     else:
         out = torch.mul(x, a)
         out.add_(y, alpha=b)
-    if z is not None:
+    if z is not None and c != 0.0:
         out.add_(z, alpha=c)
     return out

@@ -268,10 +268,9 @@ def sample_discrete_bfn_solver2(
         x = run.x0(y, a)
         if run.dropping(k):
             return run.done(y, x)
-        y_next = _solver1(y, x, a, b, schedule)
-        if x_prev is not None:
-            w = K * b1 * b * (b - a) ** 2 / 2 / (a - a_prev)
-            y_next.add_(x, alpha=w).sub_(x_prev, alpha=w)
+        c = b1 * b * (b - a)  # Solver1: (b/a) y + c (K x - 1); + w (x - x_prev) from step 2 on
+        w = 0.0 if x_prev is None else K * b1 * b * (b - a) ** 2 / 2 / (a - a_prev)
+        y_next = lin(b / a, y, c * K + w, x, -w, x_prev).sub_(c)
         y, x_prev, a_prev = y_next, x, a
         run.push(y)
     return run.done(y)
@@ -417,11 +416,9 @@ def sample_discrete_sde_bfn_solver2(
         if run.dropping(k):
             return run.done(y, x)
         db = schedule.beta(b) - schedule.beta(a)
-        y_next = lin(1.0, y, db * K, x).sub_(db)
-        if x_prev is not None:
-            w = K * b1 * (b - a) ** 2 * (a + 2 * b) / 3 / (a - a_prev)
-            y_next.add_(x, alpha=w).sub_(x_prev, alpha=w)
-        y = y_next.add_(run.noise(), alpha=math.sqrt(K * db))
+        w = 0.0 if x_prev is None else K * b1 * (b - a) ** 2 * (a + 2 * b) / 3 / (a - a_prev)
+        y = lin(1.0, y, db * K + w, x, -w, x_prev).add_(run.noise(), alpha=math.sqrt(K * db))
+        y.sub_(db)
         x_prev, a_prev = x, a
         run.push(y)
     return run.done(y)
