@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from bfn_solver.ops import categorical_one_hot, class_softmax, uses_small_k_path
 
 
