@@ -117,3 +117,67 @@ def test_trained_table_reports_skipped_digits():
     table = trained_table(tr)
     assert "skipped: needs scikit-learn" in table
     assert "| bfn_original | 0.5000 (0.2500) |" in table
+
+
+@pytest.fixture(scope="module")
+def digits_features():
+    pytest.importorskip("sklearn")
+    from bfn_solver.metrics import DigitsFeatures
+
+    return DigitsFeatures(seed=0, steps=300)
+
+
+def test_digits_features_classify_and_discriminate(digits_features):
+    from bfn_solver.metrics import class_histogram_tv, feature_frechet_distance, frechet_distance
+
+    f = digits_features
+    assert f.test_accuracy > 0.9  # held-out digits
+    d = f.data
+    gen = torch.Generator().manual_seed(0)
+    real = d[torch.randint(len(d), (600,), generator=gen)]
+    noisy = (real + 0.3 * torch.randn(real.shape, generator=gen)).clamp(-1, 1)
+    floor = feature_frechet_distance(real, d, f)
+    # noise that barely moves the pixel distance is plain in the features
+    assert feature_frechet_distance(noisy, d, f) > 5 * floor
+    assert frechet_distance(noisy, d) < 10 * frechet_distance(real, d)
+    assert class_histogram_tv(real, d, f) < 0.1
+    ones = d[f.classify(d) == 1][:100]  # one digit only: poor coverage
+    assert class_histogram_tv(ones, d, f) > 0.8
+    with pytest.raises(ValueError, match="64"):
+        f.features(torch.zeros(3, 63))
+
+
+def test_digits_features_deterministic_and_leave_global_rng_alone():
+    pytest.importorskip("sklearn")
+    from bfn_solver.metrics import DigitsFeatures
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = DigitsFeatures(seed=1, steps=20)
+    after = torch.rand(1)
+    b = DigitsFeatures(seed=1, steps=20)
+    assert torch.equal(before, after)
+    x = a.data[:10]
+    assert torch.equal(a.features(x), b.features(x))
+    with pytest.raises(ValueError, match="test_fraction"):
+        DigitsFeatures(test_fraction=1.0)
+
+
+def test_trained_table_digits_rows_and_floor():
+    from bfn_solver.bench import trained_table
+
+    cell = {"fd_features": 12.5, "fd_pixels": 3.25, "class_tv": 0.1}
+    tr = {
+        "nfes": [5],
+        "digits": {
+            "metric": "feature FD",
+            "final_loss": 1.0,
+            "floor": {"fd_features": 2.0, "fd_pixels": 0.5, "class_tv": 0.02},
+            "curves": {"bfn_original": {5: cell}},
+        },
+        "markov": {"skipped": "not run"},
+    }
+    table = trained_table(tr)
+    assert "| bfn_original | 12.50 (3.25) |" in table
+    assert "| (real digits) | 2.00 (0.50) |" in table

@@ -109,8 +109,9 @@ def _bench(args: argparse.Namespace) -> int:
     tr = extra["trained"]
     panels = dict(extra["oracle_curves"])
     if "curves" in tr["digits"]:
-        panels["trained digits (Frechet distance)"] = {
-            nm: {k: {"error": v} for k, v in c.items()} for nm, c in tr["digits"]["curves"].items()
+        panels["trained digits (classifier-feature Frechet distance)"] = {
+            nm: {k: {"error": v["fd_features"]} for k, v in c.items()}
+            for nm, c in tr["digits"]["curves"].items()
         }
     panels["trained markov (bigram TV)"] = {
         nm: {k: {"error": v["bigram_tv"]} for k, v in c.items()}

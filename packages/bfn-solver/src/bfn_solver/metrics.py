@@ -4,7 +4,9 @@
 - Markov chains: positional bigram total variation against the exact chain, and the mean exact
   log-probability of the samples (catches mode collapse from the argmax decode).
 - Images/point sets: Fréchet distance between Gaussian fits, and the mean distance to the nearest
-  reference point.
+  reference point. For the 8x8 digits also in the feature space of a small digits classifier
+  (:class:`DigitsFeatures`, the dossier's stand-in for FID's Inception features) and the total
+  variation between predicted-class histograms.
 - Solver accuracy: error against an exact flow map and fitted convergence slopes.
 
 Every sample-based metric has a sampling floor: compare against the same metric computed on an
@@ -22,10 +24,13 @@ import torch
 from bfn_solver.oracles import GaussianMixtureOracle, MarkovChainOracle
 
 __all__ = [
+    "DigitsFeatures",
     "bigram_tv",
     "bigram_tv_excess",
+    "class_histogram_tv",
     "convergence_slope",
     "excess_variance_ratio",
+    "feature_frechet_distance",
     "floor",
     "frechet_distance",
     "invalid_transition_rate",
@@ -125,3 +130,90 @@ def invalid_transition_rate(samples: torch.Tensor, chain: MarkovChainOracle) -> 
     x = samples.long().cpu()
     bad = (chain.trans[x[:, :-1], x[:, 1:]] == 0).double().sum() + (chain.init[x[:, 0]] == 0).sum()
     return float(bad / x.numel())
+
+
+class DigitsFeatures:
+    """A small MLP classifier of scikit-learn's 8x8 digits, used as a feature extractor.
+
+    FID measures the Fréchet distance in the features of an ImageNet classifier; for 8x8 digits a
+    classifier trained here plays that role (dossier A8.3 E3). ``features(x)`` is the penultimate
+    layer (``hidden2`` wide) of ``64 -> hidden -> hidden2 -> 10``; inputs are pixels in [-1, 1]
+    (the scaling of :func:`bfn_solver.training.load_digits_data`), clipped to that range.
+    Training is deterministic for a seed (about a second on CPU) and does not touch the global RNG;
+    ``test_accuracy`` is measured on ``test_fraction`` of the digits held out of its training.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        steps: int = 600,
+        hidden: int = 128,
+        hidden2: int = 64,
+        test_fraction: float = 0.2,
+    ) -> None:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "digits features need scikit-learn: pip install 'bfn-solver[digits]'"
+            ) from e
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+        d = load_digits()
+        x = torch.as_tensor(d.data, dtype=torch.float32) / 8.0 - 1.0
+        y = torch.as_tensor(d.target, dtype=torch.long)
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(x.shape[0], generator=gen)
+        n_test = round(test_fraction * x.shape[0])
+        test, train = perm[:n_test], perm[n_test:]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(64, hidden),
+                torch.nn.SiLU(),
+                torch.nn.Linear(hidden, hidden2),
+                torch.nn.SiLU(),
+            )
+            self.head = torch.nn.Linear(hidden2, 10)
+        params = [*self.body.parameters(), *self.head.parameters()]
+        opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+        with torch.enable_grad():
+            for _ in range(steps):
+                idx = train[torch.randint(len(train), (256,), generator=gen)]
+                xb = x[idx] + 0.05 * torch.randn(len(idx), 64, generator=gen)  # light jitter
+                loss = torch.nn.functional.cross_entropy(self.head(self.body(xb)), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.body.eval()
+        self.head.eval()
+        self.test_accuracy = float((self.classify(x[test]) == y[test]).double().mean())
+        self.data = x
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features ``(n, hidden2)`` of images ``(n, 64)`` in [-1, 1]."""
+        x = x.detach().flatten(1).float().cpu()
+        if x.shape[1] != 64:
+            raise ValueError(f"digits are (n, 64) pixel vectors, got shape {tuple(x.shape)}")
+        return self.body(x.clamp(-1.0, 1.0))
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted class per image, ``(n,)``."""
+        return self.head(self.features(x)).argmax(-1)
+
+
+def feature_frechet_distance(
+    x: torch.Tensor, ref: torch.Tensor, extractor: DigitsFeatures
+) -> float:
+    """:func:`frechet_distance` in the extractor's feature space (an FID for 8x8 digits)."""
+    return frechet_distance(extractor.features(x), extractor.features(ref))
+
+
+def class_histogram_tv(x: torch.Tensor, ref: torch.Tensor, extractor: DigitsFeatures) -> float:
+    """Total variation between the predicted-class histograms of ``x`` and ``ref`` (mode coverage:
+    a sampler that over-produces some digits scores high even when each image looks right)."""
+    hx = torch.bincount(extractor.classify(x), minlength=10).double() / x.shape[0]
+    hr = torch.bincount(extractor.classify(ref), minlength=10).double() / ref.shape[0]
+    return 0.5 * float((hx - hr).abs().sum())
