@@ -88,6 +88,14 @@ class RunBase:
     device: torch.device
     dtype: torch.dtype
     traj: list[torch.Tensor] | None
+    ARGS: tuple[str, ...] = ()  # the sampler arguments a run is built from, by name
+
+    @classmethod
+    def of(cls, args: dict, **fixed):
+        """The run for a sampler's arguments (its ``locals()`` on entry), ``fixed`` overriding."""
+        kw = {k: args[k] for k in cls.ARGS if k in args}
+        kw.update(fixed)
+        return cls(**kw)
 
     def dropping(self, k: int) -> bool:
         """True on the last loop step under ``last_step="drop"`` (its prediction is the output)."""

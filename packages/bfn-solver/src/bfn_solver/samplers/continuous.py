@@ -54,6 +54,11 @@ GRIDS = ("time", "lambda")
 class _Run(RunBase):
     """State of one continuous sampling run: grid, counted denoiser, trajectory, finishing."""
 
+    ARGS = (
+        *("denoiser", "shape", "nfe", "schedule", "eta", "clip", "last_step"),
+        *("x_init", "generator", "device", "dtype", "return_trajectory", "grid"),
+    )
+
     def __init__(
         self,
         denoiser,
@@ -153,21 +158,7 @@ def sample_bfn_original(
     ``n = nfe - 1`` Bayesian updates on the grid ``t_i = (i-1)/n`` with accuracies
     ``alpha_i = sigma1^(-2i/n)(1 - sigma1^(2/n))``, then the prediction ``x_hat(mu, 1)``: NFE = n + 1.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        0.0,
-        clip,
-        "denoise",
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-    )
+    run = _Run.of(locals(), eta=0.0, last_step="denoise", ode=False)
     n = run.steps
     mu, rho = run.mu0, 1.0
     for i in range(1, n + 1):
@@ -202,22 +193,7 @@ def sample_bfn_solver1(
     ``mu_t = (alpha_t/alpha_s) mu_s - sigma_t (e^h - 1) eps_hat`` with eps_hat recomputed from the
     clipped x_hat. Algebraically identical to :func:`sample_bfn_solver_pp1`.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=True)
     mu = run.mu0
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -251,22 +227,7 @@ def sample_bfn_solver_pp1(
 
     ``mu_t = (sigma_t/sigma_s) mu_s + alpha_t (1 - e^(-h)) x_hat``.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=True)
     mu = run.mu0
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -300,22 +261,7 @@ def sample_bfn_solver_pp2(
     ``r = h_prev/h``, ``D = (1 + 1/(2r)) x_k - x_{k-1}/(2r)``,
     ``mu_t = (sigma_t/sigma_s) mu_s + alpha_t (1 - e^(-h)) D``; the first step uses ``D = x_0``.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=True)
     mu, x_prev, h_prev = run.mu0, None, None
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -357,22 +303,7 @@ def sample_sde_bfn_solver_pp1(
     On the grid ``i/n`` from eta = 0 with ``last_step="denoise"`` it *is* the original sampler
     (Prop. 4.2).
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=False)
     mu = run.mu0
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -409,22 +340,7 @@ def sample_sde_bfn_solver_pp2(
     SDE-BFN-Solver++1 plus ``0.5 alpha_t (1 - e^(-2h)) (x_k - x_{k-1}) / r``; the noise term stays
     first order (dossier A9.12). The first step drops the correction.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=False)
     mu, x_prev, h_prev = run.mu0, None, None
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -465,22 +381,7 @@ def sample_sde_euler(
 
     ``mu <- mu - (f mu + g^2 eps_hat/sigma) ds + g sqrt(ds) z`` in diffusion time.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        clip,
-        last_step,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-        grid=grid,
-    )
+    run = _Run.of(locals(), ode=True)
     s_ = run.schedule
     mu = run.mu0
     for k in range(run.steps):

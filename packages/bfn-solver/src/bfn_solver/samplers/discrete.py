@@ -55,6 +55,11 @@ def _softmax(y: torch.Tensor) -> torch.Tensor:
 
 
 class _Run(RunBase):
+    ARGS = (
+        *("denoiser", "shape", "nfe", "schedule", "eta", "last_step", "decode"),
+        *("x_init", "generator", "device", "dtype", "return_trajectory"),
+    )
+
     def __init__(
         self,
         denoiser,
@@ -159,21 +164,7 @@ def sample_discrete_bfn_original(
     then ``x_hat(theta, 1)``. NFE = n + 1. With ``categorical=False`` it equals SDE-BFN-Solver1 on the
     grid ``i/n``; the paper calls it an approximate SDE-solver1.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        0.0,
-        "denoise",
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-    )
+    run = _Run.of(locals(), eta=0.0, last_step="denoise", ode=False)
     n, K, y = run.steps, run.K, run.y0
     for i in range(1, n + 1):
         p = run.x0(y, (i - 1) / n)
@@ -202,21 +193,7 @@ def sample_discrete_bfn_solver1(
     return_trajectory: bool = False,
 ) -> SampleResult:
     """Discrete BFN-Solver1 (ODE, first order): ``y_b = (b/a) y_a + beta1 b (b-a)(K x_hat - 1)``."""
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-    )
+    run = _Run.of(locals(), ode=True)
     y = run.y0
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -246,21 +223,7 @@ def sample_discrete_bfn_solver2(
 ) -> SampleResult:
     """Discrete BFN-Solver2, multistep: Solver1 + ``K beta1 b (b-a)^2/2 * D``, with the backward
     difference ``D = (x_a - x_prev)/(a - a_prev)``; the first step is Solver1."""
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-    )
+    run = _Run.of(locals(), ode=True)
     y, x_prev, a_prev = run.y0, None, None
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -294,22 +257,7 @@ def sample_discrete_bfn_solver2_singlestep(
 ) -> SampleResult:
     """Discrete BFN-Solver2, single-step (midpoint): ``m = (a+b)/2``, ``y_m`` by Solver1, then
     Solver1 + ``K beta1 b (b-a)^2/2 * (x_m - x_a)/(m - a)``. Two NFE per step."""
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-        nfe_per_step=2,
-    )
+    run = _Run.of(locals(), ode=True, nfe_per_step=2)
     y = run.y0
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -347,21 +295,7 @@ def sample_discrete_sde_bfn_solver1(
     ``categorical=True`` (the official ``cate_samp``) replaces x_hat by a one-hot draw: on the grid
     ``i/n`` from eta = 0 with ``last_step="denoise"`` this is exactly the original sampler.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-    )
+    run = _Run.of(locals(), ode=False)
     y, K = run.y0, schedule.num_classes
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -393,21 +327,7 @@ def sample_discrete_sde_bfn_solver2(
 ) -> SampleResult:
     """Discrete SDE-BFN-Solver2, multistep: SDE-Solver1 + ``(1/3) K beta1 (b-a)^2 (a + 2b) D`` with
     ``D = (x_a - x_prev)/(a - a_prev)`` (= ``2 K beta1 D int_a^b u (u - a) du``); noise first order."""
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-    )
+    run = _Run.of(locals(), ode=False)
     y, x_prev, a_prev = run.y0, None, None
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -441,21 +361,7 @@ def sample_discrete_ode_euler(
     return_trajectory: bool = False,
 ) -> SampleResult:
     """Euler on the PF-ODE ``dy/dt = y/t + K beta1 t (x_hat - 1/K)`` (the official ``ode_euler``)."""
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=True,
-    )
+    run = _Run.of(locals(), ode=True)
     y, K, b1 = run.y0, schedule.num_classes, schedule.beta1
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -488,21 +394,7 @@ def sample_discrete_sde_euler(
     The official ``sde_euler_update`` returns the network logits instead of the new state (dossier
     A9.5); this is the corrected update.
     """
-    run = _Run(
-        denoiser,
-        shape,
-        nfe,
-        schedule,
-        eta,
-        last_step,
-        decode,
-        x_init,
-        generator,
-        device,
-        dtype,
-        return_trajectory,
-        ode=False,
-    )
+    run = _Run.of(locals(), ode=False)
     y, K = run.y0, schedule.num_classes
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
