@@ -194,7 +194,7 @@ def overhead(
     - ``fraction``: per sampler, the median fraction of the wall time of a run spent outside the
       denoiser calls (width-256 MLP): the claim's measure.
     - ``denoiser_ms``: the same runs' median time per denoiser call.
-    - ``hot_step_us``: per sampler, wall time per step with a free denoiser (it returns a
+    - ``hot_step_us``: per sampler, wall time per NFE with a free denoiser (it returns a
       prediction computed beforehand), i.e. the sampler's own work with warm caches.
     - ``noise_us``: one Gaussian draw of the state; ``first_op_us``: a one-element torch op right
       after a denoiser call and in a warm loop (the network evicts the caches, so every step's first
@@ -213,15 +213,16 @@ def overhead(
             out["fraction"][name], out["denoiser_ms"][name] = frac, call * 1e3
             t = torch.full((shape[0],), 0.5)
             x = torch.rand(shape).clamp_min(1e-3)
-            pred = den(x / x.sum(-1, keepdim=True) if len(shape) == 3 else x, t)
+            x = x / x.sum(-1, keepdim=True) if len(shape) == 3 else x  # discrete input: theta
+            pred = den(x, t)
 
             def free(state, tt, pred=pred):
                 return pred
 
-            steps = nfe  # every loop step but the last costs one NFE at 20 NFE and "drop"/"denoise"
+            # per NFE, which is per step for all but the single-step order-2 solver
             out["hot_step_us"][name] = (
                 _median_us(lambda fn=fn, shape=shape, sched=sched: fn(free, shape, nfe, sched), 10)
-                / steps
+                / nfe
             )
             fam = name.split("/")[0]
             if fam not in out["noise_us"]:
