@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,12 +89,13 @@ class RunBase:
     device: torch.device
     dtype: torch.dtype
     traj: list[torch.Tensor] | None
-    ARGS: tuple[str, ...] = ()  # the sampler arguments a run is built from, by name
 
     @classmethod
     def of(cls, args: dict, **fixed):
-        """The run for a sampler's arguments (its ``locals()`` on entry), ``fixed`` overriding."""
-        kw = {k: args[k] for k in cls.ARGS if k in args}
+        """The run for a sampler's arguments (its ``locals()`` on entry; those that name a
+        parameter of ``__init__`` are passed), ``fixed`` overriding."""
+        params = inspect.signature(cls.__init__).parameters
+        kw = {k: v for k, v in args.items() if k in params}
         kw.update(fixed)
         return cls(**kw)
 

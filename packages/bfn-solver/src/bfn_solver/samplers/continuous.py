@@ -54,11 +54,6 @@ GRIDS = ("time", "lambda")
 class _Run(RunBase):
     """State of one continuous sampling run: grid, counted denoiser, trajectory, finishing."""
 
-    ARGS = (
-        *("denoiser", "shape", "nfe", "schedule", "eta", "clip", "last_step"),
-        *("x_init", "generator", "device", "dtype", "return_trajectory", "grid"),
-    )
-
     def __init__(
         self,
         denoiser,

@@ -55,11 +55,6 @@ def _softmax(y: torch.Tensor) -> torch.Tensor:
 
 
 class _Run(RunBase):
-    ARGS = (
-        *("denoiser", "shape", "nfe", "schedule", "eta", "last_step", "decode"),
-        *("x_init", "generator", "device", "dtype", "return_trajectory"),
-    )
-
     def __init__(
         self,
         denoiser,
