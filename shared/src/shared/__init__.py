@@ -6,6 +6,8 @@
   group ranks, bytes).
 - :mod:`shared.bench`: interleaved timing, subprocess timing with exact peak RSS, peak memory.
 - :mod:`shared.claims`: the claim record and the ``results/<dist>.json`` writer.
+- :mod:`shared.lm` (imported on its own; needs transformers + tokenizers): locally trained
+  tokenizers, tiny Hugging Face models, the offline MiniLM and SmolLM2 loaders.
 - :mod:`shared.files`, :mod:`shared.seeding`, :mod:`shared.log`: atomic writes, seeding,
   logging and progress bars.
 """
@@ -44,7 +46,7 @@ from shared.files import atomic_write, atomic_write_bytes, atomic_write_text
 from shared.log import progress, progress_enabled, setup_logging
 from shared.seeding import seed_everything
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Claim",
