@@ -13,6 +13,10 @@ def test_holds_is_computed_for_every_comparator():
     assert Claim("a", "d", 4.9, 5, ">=").holds is False
     assert Claim("a", "d", 0.3, 1 / 3, "<=").holds is True
     assert Claim("a", "d", 0.34, 1 / 3, "<=").holds is False
+    assert Claim("a", "d", 0.2, 0.1, ">").holds is True
+    assert Claim("a", "d", 0.1, 0.1, ">").holds is False  # a tie does not "exceed"
+    assert Claim("a", "d", 0.05, 0.1, "<").holds is True
+    assert Claim("a", "d", 0.1, 0.1, "<").holds is False
     assert Claim("a", "d", 1024, 1024, "==").holds is True
     assert Claim("a", "d", 1023, 1024, "==").holds is False
     assert Claim("a", "d", 1.009, 1.0, "~=", tolerance=0.01).holds is True

@@ -4,8 +4,8 @@ Every package's benchmark builds a list of :class:`Claim` and hands it to :func:
 which writes ``results/<dist>.json`` atomically. :func:`render_markdown` turns the records into the
 table that package READMEs and ``docs/results.md`` show.
 
-A claim compares a *measured* value against a *target* with a comparator (``>=``, ``<=``, ``==``,
-``~=`` for a tolerance). ``holds`` is computed here, never passed in, so no benchmark can report a
+A claim compares a *measured* value against a *target* with a comparator (``>=``, ``<=``, strict
+``>``/``<`` for "beats" or "exceeds", ``==``, ``~=`` for a tolerance). ``holds`` is computed here, never passed in, so no benchmark can report a
 claim as holding without the numbers that make it hold.
 """
 
@@ -31,7 +31,7 @@ __all__ = [
     "write_results",
 ]
 
-COMPARATORS = (">=", "<=", "==", "~=", "info")
+COMPARATORS = (">=", "<=", ">", "<", "==", "~=", "info")
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -52,7 +52,7 @@ class Claim:
         measured: our value (ratio, count, error...). ``None`` means it could not be measured;
             such a claim never holds.
         target: the value ``measured`` is compared with (from the paper or a physical limit).
-        comparator: ``">="``, ``"<="``, ``"=="`` (exact), ``"~="`` (within ``tolerance``,
+        comparator: ``">="``, ``"<="``, ``">"``/``"<"`` (strictly: "exceeds", "beats"), ``"=="`` (exact), ``"~="`` (within ``tolerance``,
             relative), or ``"info"`` (reported without a target; ``holds`` is ``None``).
         baseline: the baseline's value measured beside ours in the same run, if there is one.
         paper: what the paper reports, as text (``"5-20x"``), for the table.
@@ -96,6 +96,10 @@ class Claim:
             return m >= t
         if self.comparator == "<=":
             return m <= t
+        if self.comparator == ">":
+            return m > t
+        if self.comparator == "<":
+            return m < t
         if self.comparator == "==":
             return m == t
         # "~=": relative tolerance, with an absolute floor for a zero target
