@@ -1,0 +1,371 @@
+"""Rationale token weighting by mask learning (Sec. 3.3, Eqs. 2-7).
+
+* Eq. 2: ``e = Att(Emb(r))``: the student's (frozen, pre-trained) input embedding of the
+  rationale tokens, then one self-attention layer (residual + LayerNorm: our choice).
+* Eq. 3: ``w_j = sigmoid(f_w(e_j))``, ``f_w`` a two-layer MLP: the probability that token j is
+  kept, i.e. its significance weight.
+* Eq. 4: ``m_j = GumbelSoftmax(w_j)``: a straight-through *hard* binary Gumbel-softmax on the
+  logits ``[log w, log(1-w)]`` (forward: exact 0/1; backward: the relaxed sample's gradient).
+  The mask is applied at the embedding level, ``m_j Emb(r_j) + (1-m_j) e_mask`` with a learned
+  mask vector, so the answer-prediction loss reaches ``f_w`` (replacing token ids after a
+  threshold, as the public third-party code does, cuts that gradient).
+* Eq. 5: ``L_p = -sum_k sum_j log P(y_j | y_<j, r[m]_<k, x)``: the answer is predicted by a
+  transformer from the question and *every prefix* of the masked rationale. We sample
+  ``prefixes`` cut points per example (the full length and every step end are always in) and
+  rescale by ``L / n_cuts`` so ``L_p`` keeps the scale of the full sum (``prefixes=0``: all L).
+* Eq. 6: ``L_m = sum_j m_j``; Eq. 7: ``L_k = L_p + alpha L_m`` (alpha = 0.5, App. A).
+
+The answer predictor is any Hugging Face causal LM driven through ``inputs_embeds``; a linear
+projection maps the student's embedding width to the predictor's (the paper pairs LLaMA
+embeddings with FlanT5-Large layers and leaves this open). By default it is a copy of the
+pre-distillation student.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpod.encoding import ANSWER, PROMPT, Encoded
+from shared import progress
+
+__all__ = [
+    "TokenWeighter",
+    "WeightingConfig",
+    "fit_weighting",
+    "gumbel_keep_mask",
+    "token_weights",
+]
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    """Hyper-parameters of the weighting module and its trainer."""
+
+    alpha: float = 0.5  # Eq. 7, App. A
+    tau: float = 1.0  # Gumbel-softmax temperature (paper: not given)
+    hard: bool = True  # straight-through hard mask (paper: m in {0, 1})
+    prefixes: int = 4  # sampled prefix cut points per example; 0 = every prefix (exact Eq. 5)
+    heads: int = 4
+    mlp_hidden: int = 128
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3
+    predictor_lr: float = 1e-3
+    predictor_warmup: int = 60  # steps training only the predictor on unmasked rationales
+    warmup_steps: int = 30  # then alpha ramps linearly from 0 over this many steps
+    init_keep: float = 0.8  # initial keep probability (bias of the last MLP layer)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.tau <= 0:
+            raise ValueError("alpha must be >= 0 and tau > 0")
+        if self.prefixes < 0 or self.steps < 0 or self.batch_size < 1 or self.heads < 1:
+            raise ValueError("prefixes, steps >= 0; batch_size, heads >= 1")
+        if not 0 < self.init_keep < 1:
+            raise ValueError("init_keep must be in (0, 1)")
+        if self.lr <= 0 or self.predictor_lr < 0 or self.warmup_steps < 0:
+            raise ValueError("lr > 0, predictor_lr >= 0, warmup_steps >= 0")
+        if self.predictor_warmup < 0 or (self.predictor_warmup and self.predictor_lr == 0):
+            raise ValueError("predictor_warmup must be >= 0 and needs predictor_lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gumbel_keep_mask(
+    w: torch.Tensor, tau: float = 1.0, hard: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Eq. 4: a binary Gumbel-softmax sample of "keep" with probability ``w`` (same shape).
+
+    Hard samples are exactly 0/1 in the forward pass and carry the relaxed sample's gradient.
+    """
+    eps = 1e-6
+    w = w.clamp(eps, 1 - eps)
+    logits = torch.stack([w.log(), (1 - w).log()], dim=-1)
+    u = torch.rand(logits.shape, generator=generator, device="cpu").to(w.device)
+    g = -torch.log(-torch.log(u.clamp(eps, 1 - eps)))
+    soft = torch.softmax((logits + g) / tau, dim=-1)[..., 0]
+    if not hard:
+        return soft
+    return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+
+
+def _heads_for(d: int, wanted: int) -> int:
+    h = max(1, min(wanted, d))
+    while d % h:
+        h -= 1
+    return h
+
+
+class TokenWeighter(nn.Module):
+    """The weighting module of Sec. 3.3 with its answer predictor.
+
+    Args:
+        embedding: the student's input embedding (copied and frozen).
+        predictor: a causal LM that accepts ``inputs_embeds`` (trained with the module).
+        heads, mlp_hidden: the self-attention layer and the MLP ``f_w``.
+        mask_token_id: initialises the mask vector from this token's embedding (else zeros).
+        init_keep: initial keep probability.
+    """
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        predictor: nn.Module,
+        *,
+        heads: int = 4,
+        mlp_hidden: int = 128,
+        mask_token_id: int | None = None,
+        init_keep: float = 0.8,
+    ) -> None:
+        super().__init__()
+        weight = embedding.weight.detach().clone().float()
+        self.embed = nn.Embedding.from_pretrained(weight, freeze=True)
+        d = weight.shape[1]
+        self.attn = nn.MultiheadAttention(d, _heads_for(d, heads), batch_first=True)
+        self.norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, 1))
+        with torch.no_grad():
+            self.mlp[2].bias.fill_(math.log(init_keep / (1 - init_keep)))
+        self.predictor = predictor
+        pd = predictor.get_input_embeddings().embedding_dim
+        self.proj = nn.Linear(d, pd)
+        with torch.no_grad():
+            if d == pd:  # start as the identity: the predictor reads the student's embeddings
+                self.proj.weight.copy_(torch.eye(d))
+                self.proj.bias.zero_()
+        init = weight[mask_token_id] if mask_token_id is not None else torch.zeros(d)
+        self.mask_embedding = nn.Parameter(init.clone())
+
+    def weights(self, r_ids: torch.Tensor, r_valid: torch.Tensor) -> torch.Tensor:
+        """Eqs. 2-3: keep probabilities ``w`` (B, L) for padded rationale ids (B, L)."""
+        x = self.embed(r_ids)
+        a, _ = self.attn(x, x, x, key_padding_mask=~r_valid, need_weights=False)
+        e = self.norm(x + a)
+        return torch.sigmoid(self.mlp(e).squeeze(-1)) * r_valid
+
+    def forward(
+        self,
+        batch: dict[str, Any],
+        cfg: WeightingConfig,
+        alpha: float,
+        generator: torch.Generator,
+        *,
+        keep_all: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Eqs. 4-7 on a collated batch: ``L_k``, ``L_p``, ``L_m``, keep ratio and ``w``.
+
+        ``keep_all`` feeds the unmasked rationale and adds the rationale's own next-token loss
+        (the predictor warm-up).
+        """
+        r_ids, r_valid = batch["r_ids"], batch["r_valid"]
+        w = self.weights(r_ids, r_valid)
+        if keep_all:
+            m = r_valid.to(w.dtype)
+        else:
+            m = gumbel_keep_mask(w, cfg.tau, cfg.hard, generator) * r_valid
+        emb_r = self.embed(r_ids)
+        mixed = m.unsqueeze(-1) * emb_r + (1 - m.unsqueeze(-1)) * self.mask_embedding
+        xr = self.proj(mixed)
+        xq = self.proj(self.embed(batch["q_ids"]))
+        pemb = self.predictor.get_input_embeddings()
+        xa = pemb(batch["a_ids"])
+        rows, labels, scales, owners = [], [], [], []
+        for i, cuts in enumerate(batch["cuts"]):
+            nq, na = int(batch["q_len"][i]), int(batch["a_len"][i])
+            L = int(r_valid[i].sum())
+            scale = 1.0 if cfg.prefixes == 0 else L / len(cuts)
+            for k in cuts:
+                rows.append(torch.cat([xq[i, :nq], xr[i, :k], xa[i, :na]], 0))
+                lab = torch.full((nq + k + na,), -100, dtype=torch.long)
+                tgt = batch["a_ids"][i, :na].cpu().clone()
+                tgt[~batch["a_lab"][i, :na].cpu()] = -100
+                lab[nq + k :] = tgt
+                if keep_all:  # warm-up: also model the rationale itself (teaches reading it)
+                    lab[nq : nq + k] = batch["r_ids"][i, :k].cpu()
+                labels.append(lab)
+                scales.append(scale)
+                owners.append(i)
+        T = max(r.shape[0] for r in rows)
+        dev = xq.device
+        X = torch.zeros(len(rows), T, xq.shape[-1], device=dev, dtype=xq.dtype)
+        att = torch.zeros(len(rows), T, dtype=torch.long, device=dev)
+        Y = torch.full((len(rows), T), -100, dtype=torch.long)
+        for j, (r, lab) in enumerate(zip(rows, labels, strict=True)):
+            X[j, : r.shape[0]] = r
+            att[j, : r.shape[0]] = 1
+            Y[j, : r.shape[0]] = lab
+        Y = Y.to(dev)
+        logits = self.predictor(inputs_embeds=X, attention_mask=att).logits[:, :-1]
+        tgt = Y[:, 1:]
+        nll = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            tgt.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
+        ).view(tgt.shape)
+        per_row = nll.sum(1) * torch.tensor(scales, device=dev)
+        B = r_ids.shape[0]
+        l_p = per_row.sum() / B
+        l_m = m.sum() / B
+        keep = m.sum() / r_valid.sum()
+        return {"L_k": l_p + alpha * l_m, "L_p": l_p, "L_m": l_m, "keep": keep, "w": w}
+
+
+def _pad(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(1, max(len(s) for s in seqs))
+    out = torch.full((len(seqs), T), pad, dtype=torch.long)
+    valid = torch.zeros(len(seqs), T, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        valid[i, : len(s)] = True
+    return out, valid
+
+
+def _cuts(enc: Encoded, prefixes: int, rng: np.random.Generator) -> list[int]:
+    r = enc.rationale_tokens
+    L = len(r)
+    if prefixes == 0:
+        return list(range(L + 1))
+    seg = enc.segment[r]
+    ends = {int(i) + 1 for i in np.nonzero(np.diff(seg))[0]} | {L}
+    cuts = sorted(ends)
+    if len(cuts) < prefixes:
+        extra = [k for k in range(L) if k not in ends]
+        take = min(prefixes - len(cuts), len(extra))
+        cuts = sorted(cuts + list(rng.choice(extra, size=take, replace=False)))
+    return [int(c) for c in cuts]
+
+
+def collate_weighting(
+    encs: list[Encoded], pad_id: int, prefixes: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Split each encoded example into question (prompt), rationale and answer pieces."""
+    q = [e.input_ids[e.segment == PROMPT] for e in encs]
+    r = [e.input_ids[e.rationale_tokens] for e in encs]
+    a = [e.input_ids[e.segment == ANSWER] for e in encs]
+    alab = [e.answer_label_mask[e.segment == ANSWER] for e in encs]
+    q_ids, _ = _pad(q, pad_id)
+    r_ids, r_valid = _pad(r, pad_id)
+    a_ids, _ = _pad(a, pad_id)
+    a_lab = torch.zeros_like(a_ids, dtype=torch.bool)
+    for i, m in enumerate(alab):
+        a_lab[i, : len(m)] = torch.as_tensor(m)
+    return {
+        "q_ids": q_ids,
+        "q_len": [len(x) for x in q],
+        "r_ids": r_ids,
+        "r_valid": r_valid,
+        "a_ids": a_ids,
+        "a_len": [len(x) for x in a],
+        "a_lab": a_lab,
+        "cuts": [_cuts(e, prefixes, rng) for e in encs],
+    }
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def fit_weighting(
+    encoded: list[Encoded],
+    student: nn.Module,
+    tokenizer: Any,
+    cfg: WeightingConfig | None = None,
+    *,
+    predictor: nn.Module | None = None,
+    show_progress: bool = False,
+) -> tuple[TokenWeighter, list[dict[str, float]]]:
+    """Train the weighting module with Eq. 7 on encoded training examples.
+
+    ``predictor`` defaults to a deep copy of ``student``; the student itself is not changed.
+    The first ``predictor_warmup`` steps train the predictor (and projection) on unmasked
+    rationales, with the rationale's own next-token loss added, so that it can read answers
+    before masks are learned (the paper's predictor is a
+    pre-trained FlanT5-Large; without this a fresh predictor lets ``L_m`` mask everything). Then
+    ``steps`` steps of Eq. 7. Returns the trained module and a history of
+    ``{"step", "L_k", "L_p", "L_m", "keep"}``.
+    """
+    cfg = cfg or WeightingConfig()
+    if not encoded:
+        raise ValueError("fit_weighting needs at least one encoded example")
+    if any(e.answer_value_start < 0 for e in encoded):
+        raise ValueError("the weighting module needs examples encoded with their answers")
+    device = torch.device(cfg.device)
+    predictor = copy.deepcopy(student) if predictor is None else predictor
+    module = TokenWeighter(
+        student.get_input_embeddings(),
+        predictor,
+        heads=cfg.heads,
+        mlp_hidden=cfg.mlp_hidden,
+        mask_token_id=getattr(tokenizer, "mask_token_id", None),
+        init_keep=cfg.init_keep,
+    ).to(device)
+    module.train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    own = [
+        p
+        for n, p in module.named_parameters()
+        if not n.startswith("predictor.") and p.requires_grad
+    ]
+    groups = [{"params": own, "lr": cfg.lr}]
+    if cfg.predictor_lr > 0:
+        groups.append({"params": list(module.predictor.parameters()), "lr": cfg.predictor_lr})
+    else:
+        module.predictor.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    history: list[dict[str, float]] = []
+    order = rng.permutation(len(encoded))
+    pos = 0
+    for step in progress(
+        range(cfg.predictor_warmup + cfg.steps) if cfg.steps else [],
+        desc="weighting",
+        disable=not show_progress or None,
+    ):
+        if pos + cfg.batch_size > len(order):
+            order, pos = rng.permutation(len(encoded)), 0
+        idx = order[pos : pos + cfg.batch_size]
+        pos += cfg.batch_size
+        warm = step < cfg.predictor_warmup
+        batch = collate_weighting([encoded[i] for i in idx], pad, cfg.prefixes, rng)
+        if warm:  # the warm-up teaches reading answers off whole rationales: full prefixes only
+            batch["cuts"] = [[c[-1]] for c in batch["cuts"]]
+        batch = _to(batch, device)
+        j = step - cfg.predictor_warmup
+        alpha = cfg.alpha * min(1.0, (j + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.alpha
+        out = module(batch, cfg, 0.0 if warm else alpha, gen, keep_all=warm)
+        opt.zero_grad(set_to_none=True)
+        out["L_k"].backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        history.append(
+            {k: float(out[k].detach()) for k in ("L_k", "L_p", "L_m", "keep")} | {"step": step}
+        )
+    module.eval()
+    return module, history
+
+
+@torch.no_grad()
+def token_weights(
+    module: TokenWeighter, encoded: list[Encoded], *, batch_size: int = 64, pad_id: int = 0
+) -> list[np.ndarray]:
+    """Eq. 3 weights ``w`` (float32) of every rationale token of every example, in token order."""
+    module.eval()
+    dev = next(module.parameters()).device
+    out: list[np.ndarray] = []
+    for s in range(0, len(encoded), batch_size):
+        chunk = encoded[s : s + batch_size]
+        r_ids, valid = _pad([e.input_ids[e.rationale_tokens] for e in chunk], pad_id)
+        w = module.weights(r_ids.to(dev), valid.to(dev)).cpu().numpy()
+        out.extend(w[i, : int(valid[i].sum())].astype(np.float32) for i in range(len(chunk)))
+    return out

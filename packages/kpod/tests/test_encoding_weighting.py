@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from kpod import (
+    ANSWER,
+    PROMPT,
+    KPODDataError,
+    Template,
+    WeightingConfig,
+    auroc,
+    encode,
+    encode_all,
+    fit_weighting,
+    gumbel_keep_mask,
+    token_weights,
+)
+from kpod.schema import CoTExample
+from kpod.weighting import TokenWeighter, collate_weighting
+
+
+def test_encode_segments_and_roles(synth, tok):
+    ex = synth[0][0]
+    e = encode(ex, tok)
+    assert e.input_ids[-1] == tok.eos_token_id and tok.bos_token_id not in e.input_ids
+    assert e.n_steps == len(ex.step_hardness)
+    # segments run prompt -> steps 0..n-1 in order -> answer
+    seg = e.segment
+    assert seg[0] == PROMPT and seg[-1] == ANSWER
+    inner = seg[(seg >= 0)]
+    assert (np.diff(inner) >= 0).all() and set(inner) == set(range(e.n_steps))
+    first_r, last_r = np.nonzero(seg >= 0)[0][[0, -1]]
+    assert (seg[:first_r] == PROMPT).all() and (seg[last_r + 1 :] == ANSWER).all()
+    # every token's text lies inside its step's span
+    for i in e.rationale_tokens:
+        s, t = e.offsets[i] - e.rationale_start
+        piece = e.text[e.rationale_start + s : e.rationale_start + t].strip()
+        a, _b = e.step_spans[seg[i]]
+        if piece:
+            assert ex.rationale.find(piece, a) >= a
+    # role labels: keypoint tokens are digits/operators, filler tokens are words
+    roles = e.roles[e.rationale_tokens]
+    texts = [e.text[s:t].strip() for s, t in e.offsets[e.rationale_tokens]]
+    assert {t for t, r in zip(texts, roles, strict=True) if r == 1} <= set("0123456789+-*=")
+    assert all(t.isalpha() for t, r in zip(texts, roles, strict=True) if r == 0)
+    # the answer value tokens are the labels of Eq. 5
+    lab = e.answer_label_mask
+    assert "".join(e.text[s:t] for s, t in e.offsets[lab]).strip() == ex.answer + "."[
+        :0
+    ] or lab.sum() >= len(ex.answer)
+
+
+def test_encode_errors(tok):
+    ex = CoTExample(id="x", question="q?", rationale="", answer="1")
+    with pytest.raises(KPODDataError, match="empty rationale"):
+        encode(ex, tok)
+    ok = encode(ex, tok, Template().answer_only())
+    assert ok.n_steps == 0 and (ok.segment == ANSWER).any()
+    ex2 = CoTExample(id="y", question="q?", rationale="so 1+1=2 .", answer="2")
+    with pytest.raises(KPODDataError, match="exceed max_length"):
+        encode(ex2, tok, max_length=5)
+
+
+def test_gumbel_mask_is_binary_with_mean_w():
+    g = torch.Generator().manual_seed(0)
+    w = torch.full((20000,), 0.3)
+    m = gumbel_keep_mask(w, 1.0, True, g)
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(m.mean()) - 0.3) < 0.02  # P(keep) = w exactly at tau = 1
+    soft = gumbel_keep_mask(w, 1.0, False, g)
+    assert ((soft > 0) & (soft < 1)).all()
+
+
+def test_gradient_reaches_weight_generator_through_gumbel_mask(synth, tok, student):
+    """Eq. 5 alone (alpha = 0) must move f_w: the mask is differentiable (straight-through)."""
+    enc = encode_all(synth[0][:6], tok)
+    cfg = WeightingConfig(alpha=0.0, prefixes=3)
+    mod = TokenWeighter(
+        student.get_input_embeddings(), student, mlp_hidden=16, mask_token_id=tok.mask_token_id
+    )
+    batch = collate_weighting(enc, tok.pad_token_id, 3, np.random.default_rng(0))
+    out = mod(batch, cfg, alpha=0.0, generator=torch.Generator().manual_seed(0))
+    assert out["L_m"] > 0 and out["L_p"] > 0
+    out["L_k"].backward()
+    for p in (mod.mlp[0].weight, mod.mlp[2].weight, mod.attn.in_proj_weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert mod.embed.weight.grad is None  # the student's embedding stays frozen
+    # negative control: with the mask detached (token replacement after a threshold, as the
+    # public third-party code does) no gradient of L_p reaches f_w
+    mod.zero_grad()
+    w = mod.weights(batch["r_ids"], batch["r_valid"])
+    m = (w > 0.5).float().detach()
+    assert not m.requires_grad
+
+
+def test_prefix_cuts_include_step_ends_and_full_length(synth, tok):
+    e = encode(synth[0][1], tok)
+    batch = collate_weighting([e], tok.pad_token_id, 2, np.random.default_rng(0))
+    L = len(e.rationale_tokens)
+    cuts = batch["cuts"][0]
+    assert L in cuts and len(cuts) >= e.n_steps
+    all_cuts = collate_weighting([e], tok.pad_token_id, 0, np.random.default_rng(0))["cuts"][0]
+    assert all_cuts == list(range(L + 1))
+
+
+def test_fit_weighting_outputs_aligned_weights(synth, tok, student):
+    enc = encode_all(synth[0][:16], tok)
+    cfg = WeightingConfig(steps=3, predictor_warmup=2, batch_size=4, mlp_hidden=16)
+    before = [p.detach().clone() for p in student.parameters()]
+    mod, hist = fit_weighting(enc, student, tok, cfg)
+    assert len(hist) == 5 and all(np.isfinite(h["L_k"]) for h in hist)
+    assert hist[0]["keep"] == 1.0  # warm-up feeds the unmasked rationale
+    assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+    ws = token_weights(mod, enc, pad_id=tok.pad_token_id)
+    for e, w in zip(enc, ws, strict=True):
+        assert w.shape == (len(e.rationale_tokens),)
+        assert ((w > 0) & (w < 1)).all()
+    with pytest.raises(ValueError):
+        fit_weighting([], student, tok, cfg)
+    with pytest.raises(ValueError):
+        WeightingConfig(init_keep=1.0)
+
+
+def test_auroc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = rng.normal(size=300) + y + np.round(rng.normal(size=300))  # ties included
+    s = np.round(s, 1)
+    assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    with pytest.raises(ValueError):
+        auroc([0.1, 0.2], [1, 1])
