@@ -28,7 +28,7 @@ def test_holds_is_computed_for_every_comparator():
 
 def test_bad_claims_are_rejected():
     with pytest.raises(ValueError, match="comparator"):
-        Claim("a", "d", 1, 1, ">")
+        Claim("a", "d", 1, 1, "=>")
     with pytest.raises(ValueError, match="target is required"):
         Claim("a", "d", 1, None, ">=")
     with pytest.raises(ValueError, match="identifier"):
