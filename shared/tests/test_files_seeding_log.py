@@ -83,3 +83,35 @@ def test_setup_logging_is_idempotent_and_validates(monkeypatch):
     monkeypatch.delenv("LOG_LEVEL")
     with pytest.raises(ValueError, match="unknown log level"):
         setup_logging("LOUD")
+
+
+def test_progress_reaches_logs_when_piped(monkeypatch, capsys):
+    monkeypatch.delenv("PROGRESS", raising=False)
+    assert list(progress(range(10), desc="epoch 1", log_every=4)) == list(range(10))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split(" in ")[0] for ln in err] == [
+        "epoch 1: 4/10 it (40%)",
+        "epoch 1: 8/10 it (80%)",
+        "epoch 1: done 10/10 it (100%)",
+    ]
+    # a manual bar with a total logs every tenth of it by default, and its close
+    bar = progress(total=100, desc="prepare", unit="B")
+    for _ in range(50):
+        bar.update(2)
+    assert bar.n == 100
+    bar.close()
+    bar.close()  # closing twice prints once
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 11 and err[-1].startswith("prepare: done 100/100 B")
+    # no total and no log_every: the time interval still reports
+    bar = progress(desc="stream", log_interval=0.0)
+    bar.update(3)
+    bar.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("stream: 3 it") and err[-1].startswith("stream: done 3 it")
+    # PROGRESS=0 and disable=True stay silent
+    monkeypatch.setenv("PROGRESS", "0")
+    list(progress(range(5), desc="quiet", log_every=1))
+    monkeypatch.delenv("PROGRESS")
+    list(progress(range(5), desc="quiet", log_every=1, disable=True))
+    assert capsys.readouterr().err == ""

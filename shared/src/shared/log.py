@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -56,15 +57,111 @@ def progress_enabled(stream: Any = None) -> bool:
         return False
 
 
+class _LogBar(tqdm):
+    """A tqdm that draws nothing but writes a plain progress line to stderr every ``log_every``
+    items (and at least every ``log_interval`` seconds while items arrive), plus one when it
+    closes: what a bar shows, in a form that survives pipes, CI logs and ``tee``."""
+
+    def __init__(
+        self, *args: Any, log_every: int | None = None, log_interval: float = 30.0, **kw: Any
+    ) -> None:
+        kw["disable"] = True
+        super().__init__(*args, **kw)
+        self._desc = kw.get("desc") or ""
+        self._unit = kw.get("unit") or "it"
+        self._every = log_every
+        self._interval = log_interval
+        self._count = 0
+        self._t0 = self._last = time.monotonic()
+        self._closed = False
+
+    def _line(self, done: bool = False) -> None:
+        n = self._count
+        tot = self.total
+        shown = (
+            f"{n:,}/{tot:,} {self._unit} ({100.0 * n / tot:.0f}%)" if tot else f"{n:,} {self._unit}"
+        )
+        el = time.monotonic() - self._t0
+        rate = f", {n / el:,.1f} {self._unit}/s" if el > 0 and n else ""
+        head = f"{self._desc}: " if self._desc else ""
+        print(
+            f"{head}{'done ' if done else ''}{shown} in {el:.1f} s{rate}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._last = time.monotonic()
+
+    def update(self, n: float | None = 1) -> bool | None:
+        before = self._count
+        self._count += n or 0
+        self.n = self._count
+        now = time.monotonic()
+        crossed = (
+            self._every is not None
+            and self._every > 0
+            and (int(self._count // self._every) > int(before // self._every))
+        )
+        if crossed or now - self._last >= self._interval:
+            self._line()
+        return None
+
+    def __iter__(self):  # type: ignore[override]
+        try:
+            for x in self.iterable:
+                yield x
+                self.update(1)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._line(done=True)
+        super().close()
+
+
 def progress(
-    iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None, **kwargs: Any
+    iterable: Iterable[T] | None = None,
+    *,
+    desc: str = "",
+    total: int | None = None,
+    log_every: int | None = None,
+    log_interval: float = 30.0,
+    **kwargs: Any,
 ) -> tqdm:
-    """A tqdm bar on stderr that is disabled when stderr is not a terminal (CI, logs, pipes).
+    """A tqdm bar on stderr; off a terminal (CI, logs, pipes) it becomes plain log lines.
 
     Use it like tqdm: ``for x in progress(xs, desc="sampling"): ...`` or as a manual bar with
-    ``total=`` and ``.update(n)``.
+    ``total=`` and ``.update(n)``. When stderr is not a terminal no bar is drawn; instead one
+    line per ``log_every`` items (default: every tenth of ``total`` when it is known), at least
+    one per ``log_interval`` seconds while it advances, and one when the bar closes, reach
+    stderr. ``PROGRESS=0`` (or ``disable=True``) silences both, ``PROGRESS=1`` forces the bar.
     """
-    kwargs.setdefault("disable", not progress_enabled())
+    disable = kwargs.pop("disable", None)
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, **kwargs)
+    if disable is None:
+        if progress_enabled():
+            disable = False
+        elif os.environ.get("PROGRESS") == "0":
+            disable = True
+        else:
+            total = total if total is not None else _len_or_none(iterable)
+            every = log_every if log_every is not None else (max(1, total // 10) if total else None)
+            return _LogBar(
+                iterable,
+                desc=desc,
+                total=total,
+                file=sys.stderr,
+                log_every=every,
+                log_interval=log_interval,
+                **kwargs,
+            )
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, disable=disable, **kwargs)
+
+
+def _len_or_none(it: Any) -> int | None:
+    try:
+        return len(it)
+    except TypeError:
+        return None
