@@ -16,6 +16,7 @@ from .pipeline import (
     COMMUNITY_CUTOFFS,
     MalformedRowError,
     PrepareConfig,
+    PrepareInterrupted,
     PrepareReport,
     key64,
     prepare,
@@ -46,7 +47,7 @@ from .tasks import (
 from .train import RunResult, TrainConfig, Trainer, run
 from .zoo import MODELS, build_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "COMMUNITY_CUTOFFS",
@@ -74,6 +75,7 @@ __all__ = [
     "ParquetStream",
     "Predictions",
     "PrepareConfig",
+    "PrepareInterrupted",
     "PrepareReport",
     "RunResult",
     "SchemaError",

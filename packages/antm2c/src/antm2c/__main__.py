@@ -13,6 +13,18 @@ from typing import Any
 __all__ = ["main"]
 
 
+class _Defaults:
+    """TrainConfig's defaults, read lazily (importing train pulls in torch)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from .train import TrainConfig
+
+        return getattr(TrainConfig(), name)
+
+
+_TRAIN_DEFAULTS = _Defaults()
+
+
 def _cutoffs(s: str) -> tuple[str, str]:
     parts = [p.strip() for p in s.split(",")]
     if len(parts) != 2:
@@ -52,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate -> prepare -> train a few models -> leaderboard")
     d.add_argument("--out", default=None, help="output directory (default: a temp dir)")
     d.add_argument("--rows", type=_positive, default=150_000)
-    d.add_argument("--epochs", type=_positive, default=2)
+    d.add_argument(
+        "--epochs", type=_positive, default=2, help="epochs per model (a short demo budget)"
+    )
     d.add_argument("--seed", type=int, default=0)
 
     g = sub.add_parser("generate", help="write a synthetic release in the real CSV layout")
@@ -107,7 +121,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--id-mode", default="vocab", choices=("vocab", "hash"))
     t.add_argument("--hash-buckets", type=_positive, default=1 << 18)
     t.add_argument("--image", default=None, help="item image-embedding parquet (multimodal)")
-    t.add_argument("--epochs", type=_positive, default=2)
+    t.add_argument(
+        "--epochs",
+        type=_positive,
+        default=_TRAIN_DEFAULTS.epochs,
+        help="maximum epochs (default %(default)s, TrainConfig's); training stops early when "
+        "validation AUC has not improved for more than --patience epochs and keeps the best epoch",
+    )
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=_TRAIN_DEFAULTS.patience,
+        help="epochs without a validation-AUC gain tolerated before stopping (default %(default)s)",
+    )
     t.add_argument("--batch-size", type=_positive, default=1024)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--embed-dim", type=_positive, default=16)
@@ -236,7 +262,12 @@ def _train(a: argparse.Namespace) -> int:
 
     task = _task(a)
     cfg = TrainConfig(
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device
+        epochs=a.epochs,
+        patience=a.patience,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        device=a.device,
     )
     res = run(task, a.model, cfg, model_kwargs={"embed_dim": a.embed_dim})
     _save_run(Path(a.out), res, {k: v for k, v in vars(a).items()})
@@ -325,7 +356,7 @@ def _demo(a: argparse.Namespace) -> int:
         out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"antm2c demo -> {out}")
-    steps = progress(total=10, desc="demo")
+    steps = progress(total=10, desc="demo", log_every=1)
     gt = generate(
         out / "raw", SynthConfig(n_rows=a.rows, seed=a.seed, image_dim=8), progress_bar=False
     )
@@ -398,6 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.cmd](args)
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM during prepare (PrepareInterrupted)
+        why = str(e) or "interrupted"
+        print(
+            f"antm2c {args.cmd}: {why if 'interrupted' in why else 'interrupted'}; partial "
+            "output removed, no manifest written (rerun to start over)"
+            if args.cmd == "prepare"
+            else f"antm2c {args.cmd}: interrupted",
+            file=sys.stderr,
+        )
+        return 130
     except (
         SchemaError,
         MalformedRowError,

@@ -323,9 +323,16 @@ def to_tensors(arrays: dict[str, np.ndarray], device: str | torch.device = "cpu"
 class ParquetStream:
     """Re-iterable stream of tensor batches over parquet files.
 
-    Reads ``read_rows``-row record batches (only the spec's columns), encodes them, and with
-    ``shuffle=True`` mixes them through a buffer of at most ``buffer_rows`` rows (file order is
-    shuffled too, per epoch, from ``seed``). Memory is bounded by the buffer, not the split.
+    Without shuffling, files are read in order in ``read_rows``-row record batches (only the
+    spec's columns). With ``shuffle=True`` the files' row groups are interleaved at random:
+    every file keeps a cursor over its row groups (visited in a random order per epoch), and
+    each next chunk of ``min(read_rows, buffer_rows // 16)`` rows comes from a file drawn with
+    probability proportional to the rows it has left, so every part of the epoch mixes all
+    files (one file per scene in a prepared split) in their proportions. Chunks then pass
+    through a shuffle buffer of at most ``buffer_rows`` rows. Memory is bounded by the buffer
+    plus one decoded row group per file, never by the split.
+
+    ``len(stream)`` is the number of batches of one epoch (from the parquet metadata).
     """
 
     def __init__(
@@ -340,8 +347,8 @@ class ParquetStream:
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if batch_size < 1 or buffer_rows < 1 or read_rows < 1:
+            raise ValueError("batch_size, buffer_rows and read_rows must be >= 1")
         self.files = [Path(f) for f in files]
         self.encoder, self.batch_size, self.shuffle = encoder, batch_size, shuffle
         self.buffer_rows, self.read_rows, self.seed, self.device = (
@@ -351,15 +358,45 @@ class ParquetStream:
             device,
         )
         self.epoch = 0
+        self._rows: int | None = None
+
+    @property
+    def num_rows(self) -> int:
+        if self._rows is None:
+            self._rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        return self._rows
+
+    def __len__(self) -> int:
+        return -(-self.num_rows // self.batch_size)
 
     def _chunks(self, rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
-        files = list(self.files)
-        if self.shuffle:
-            files = [files[i] for i in rng.permutation(len(files))]
         cols = self.encoder.spec.columns
-        for f in files:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=self.read_rows, columns=cols):
-                yield self.encoder.transform(rb)
+        if not self.shuffle:
+            for f in self.files:
+                for rb in pq.ParquetFile(f).iter_batches(batch_size=self.read_rows, columns=cols):
+                    yield self.encoder.transform(rb)
+            return
+        unit = max(1, min(self.read_rows, self.buffer_rows // 16))
+        cursors = []
+        for f in self.files:
+            pf = pq.ParquetFile(f)
+            md = pf.metadata
+            groups = [i for i in range(md.num_row_groups) if md.row_group(i).num_rows > 0]
+            order = [groups[i] for i in rng.permutation(len(groups))]
+            left = sum(md.row_group(i).num_rows for i in groups)
+            if left:
+                cursors.append({"pf": pf, "groups": order, "table": None, "pos": 0, "left": left})
+        while cursors:
+            w = np.array([c["left"] for c in cursors], np.float64)
+            c = cursors[int(rng.choice(len(cursors), p=w / w.sum()))]
+            if c["table"] is None or c["pos"] >= c["table"].num_rows:
+                c["table"], c["pos"] = c["pf"].read_row_group(c["groups"].pop(0), columns=cols), 0
+            piece = c["table"].slice(c["pos"], unit)
+            c["pos"] += piece.num_rows
+            c["left"] -= piece.num_rows
+            if c["left"] <= 0:
+                cursors.remove(c)
+            yield self.encoder.transform(piece)
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch])

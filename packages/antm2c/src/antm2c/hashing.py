@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["key64", "tokens"]
+__all__ = ["key64", "key64_columns", "tokens"]
 
 _HASH_CACHE: dict[str, int] = {}
 _HASH_CACHE_MAX = 1 << 18
@@ -59,15 +59,33 @@ def key64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def tokens(col: pa.Array, sep: str | None, max_tokens: int, lower: bool) -> pa.Array:
     """Split strings into tokens (``sep``, or whitespace when ``None``), keep the first
-    ``max_tokens``, and return a ``list<int64>`` array of their keys (empty token -> 0)."""
+    ``max_tokens``, and return a ``list<int64>`` array of their keys (empty token -> 0).
+
+    Arrow kernels only; an all-ASCII column is lowercased with the cheaper ASCII kernel (same
+    result) and lists are only sliced when one is longer than ``max_tokens``."""
     col = col.fill_null("")
     if lower:
-        col = pc.utf8_lower(col)
+        ascii_only = len(col) == 0 or pc.all(pc.string_is_ascii(col)).as_py()
+        col = pc.ascii_lower(col) if ascii_only else pc.utf8_lower(col)
     lists = pc.utf8_split_whitespace(col) if sep is None else pc.split_pattern(col, sep)
-    lists = pc.list_slice(lists, 0, max_tokens)
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(lists).fill_null(0)
+    if len(lists) and (pc.max(lengths).as_py() or 0) > max_tokens:
+        lists = pc.list_slice(lists, 0, max_tokens)
+        lengths = pc.list_value_length(lists).fill_null(0)
+    lengths = lengths.to_numpy(zero_copy_only=False)
     flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
     keys = key64(flat)
     offsets = np.zeros(len(lengths) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys, pa.int64()))
+
+
+def key64_columns(cols: list[pa.Array | pa.ChunkedArray]) -> list[np.ndarray]:
+    """:func:`key64` of several equally long string columns in one pass (their distinct
+    values are hashed once across all of them); same keys as one call per column."""
+    if not cols:
+        return []
+    arrs = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]
+    n = len(arrs[0])
+    keys = key64(pa.concat_arrays(arrs))
+    return [keys[i * n : (i + 1) * n] for i in range(len(arrs))]

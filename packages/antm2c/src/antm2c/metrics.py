@@ -28,79 +28,119 @@ def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _rank_avg(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties get their average rank (what the Mann-Whitney U statistic needs)."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    new = np.concatenate([[True], xs[1:] != xs[:-1]])
-    grp = np.cumsum(new) - 1
-    first = np.flatnonzero(new)
-    last = np.concatenate([first[1:], [len(xs)]]) - 1
-    avg = (first + last) / 2.0 + 1.0
-    ranks = np.empty(len(x))
-    ranks[order] = avg[grp]
-    return ranks
+def _weights(w: np.ndarray | None, n: int) -> np.ndarray:
+    """Sample weights (default 1): finite, non-negative, one per prediction."""
+    if w is None:
+        return np.ones(n)
+    w = np.asarray(w, dtype=np.float64).ravel()
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have one entry per prediction ({n}), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    return w
 
 
-def auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged. NaN if one class only."""
+def _pair_auc(
+    gid: np.ndarray, tid: np.ndarray, y: np.ndarray, w: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted Mann-Whitney AUC per group from rows sorted by (group, score).
+
+    ``gid``/``tid``: group and tie-group (same group and score) ids, non-decreasing. Each
+    positive counts the negative weight below its score plus half the tied negative weight,
+    which is the trapezoidal ROC area scikit-learn computes. Returns (auc, positive weight,
+    negative weight) per group (auc NaN where a class has no weight)."""
+    n_t = int(tid[-1]) + 1 if len(tid) else 0
+    pos_t = np.bincount(tid, weights=w * y, minlength=n_t)
+    neg_t = np.bincount(tid, weights=w * (1 - y), minlength=n_t)
+    t_group = np.zeros(n_t, np.int64)
+    t_group[tid] = gid
+    cum_neg = np.cumsum(neg_t) - neg_t  # negative weight in earlier tie groups (all groups)
+    g_first = np.searchsorted(t_group, np.arange(n_groups))  # first tie group of each group
+    below = cum_neg - cum_neg[g_first[t_group]]  # ... within this tie group's own group
+    num = np.bincount(t_group, weights=pos_t * (below + 0.5 * neg_t), minlength=n_groups)
+    wp = np.bincount(t_group, weights=pos_t, minlength=n_groups)
+    wn = np.bincount(t_group, weights=neg_t, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where((wp > 0) & (wn > 0), num / (wp * wn), np.nan)
+    return a, wp, wn
+
+
+def auc(y_true: np.ndarray, y_score: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """ROC AUC, ties counted half (the Mann-Whitney statistic, = scikit-learn's
+    ``roc_auc_score``), optionally with ``sample_weight``. NaN if a class has no weight."""
     y, p = _check(y_true, y_score)
-    n_pos = y.sum()
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    w = _weights(sample_weight, len(y))
+    if len(y) == 0:
         return float("nan")
-    r = _rank_avg(p)
-    return float((r[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    tid = np.cumsum(np.concatenate([[True], ps[1:] != ps[:-1]])) - 1
+    a, _, _ = _pair_auc(np.zeros(len(y), np.int64), tid, y[order], w[order], 1)
+    return float(a[0])
 
 
-def logloss(y_true: np.ndarray, y_prob: np.ndarray, eps: float | None = None) -> float:
-    """Mean binary cross-entropy of probabilities, clipped to ``[eps, 1 - eps]``
-    (``eps`` defaults to float64 machine epsilon, as scikit-learn does)."""
+def logloss(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    eps: float | str = "auto",
+    sample_weight: np.ndarray | None = None,
+) -> float:
+    """(Weighted) mean binary cross-entropy of probabilities clipped to ``[eps, 1 - eps]``.
+
+    ``eps="auto"`` is the machine epsilon of the input's floating dtype (float32 probabilities
+    are clipped at 1.19e-7, float64 at 2.2e-16; other inputs count as float64), as
+    scikit-learn's ``log_loss`` does; the clipping happens in that dtype."""
+    raw = np.asarray(y_prob)
+    dtype = raw.dtype if np.issubdtype(raw.dtype, np.floating) else np.dtype(np.float64)
     y, p = _check(y_true, y_prob)
+    w = _weights(sample_weight, len(y))
     if len(y) == 0:
         return float("nan")
     if ((p < 0) | (p > 1)).any():
         raise ValueError("logloss needs probabilities in [0, 1]")
-    e = np.finfo(np.float64).eps if eps is None else eps
-    p = np.clip(p, e, 1 - e)
-    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
+    e = np.finfo(dtype).eps if eps == "auto" else float(eps)
+    if not 0 <= e < 0.5:
+        raise ValueError(f"eps must be 'auto' or in [0, 0.5), got {eps!r}")
+    p = np.clip(raw.astype(dtype).ravel(), dtype.type(e), dtype.type(1 - e)).astype(np.float64)
+    if w.sum() <= 0:
+        return float("nan")
+    return float(-(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum())
 
 
-def gauc(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
-    """Group AUC: per-group (user) AUC weighted by the group's impressions.
+def gauc(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    groups: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Group AUC: per-group (user) AUC weighted by the group's impressions (its total sample
+    weight when ``sample_weight`` is given; each group's AUC is then weighted too).
 
-    Groups with only one class have no AUC and are skipped. Returns ``(gauc, skipped_fraction)``
-    where the fraction is of impressions in skipped groups. Vectorised (no per-group loop).
+    Groups with one class only have no AUC and are skipped. Returns ``(gauc, skipped_fraction)``
+    where the fraction is of impressions (weight) in skipped groups. Vectorised.
     """
     y, p = _check(y_true, y_score)
     g = np.asarray(groups).ravel()
     if g.shape != y.shape:
         raise ValueError("groups must have one entry per prediction")
+    w = _weights(sample_weight, len(y))
     if len(y) == 0:
         return float("nan"), 0.0
-    # order by (group, score) so ranks within each group come from one global ordering
-    order = np.lexsort((p, g))
-    gs, ps, ys = g[order], p[order], y[order]
+    order = np.lexsort((p, g))  # by group, then score
+    gs, ps = g[order], p[order]
     gstart = np.concatenate([[True], gs[1:] != gs[:-1]])
     gid = np.cumsum(gstart) - 1
-    # tie groups: same group and same score
     tstart = gstart | np.concatenate([[True], ps[1:] != ps[:-1]])
     tid = np.cumsum(tstart) - 1
-    pos_in_group = np.arange(len(ys)) - np.flatnonzero(gstart)[gid]
-    t_first = np.flatnonzero(tstart)
-    t_last = np.concatenate([t_first[1:], [len(ys)]]) - 1
-    t_avg = (pos_in_group[t_first] + (t_last - t_first) / 2.0) + 1.0
-    ranks = t_avg[tid]
-    n = np.bincount(gid).astype(np.float64)
-    npos = np.bincount(gid, weights=ys)
-    nneg = n - npos
-    rsum = np.bincount(gid, weights=ranks * ys)
-    ok = (npos > 0) & (nneg > 0)
+    n_groups = int(gid[-1]) + 1
+    a, wp, wn = _pair_auc(gid, tid, y[order], w[order], n_groups)
+    ok = np.isfinite(a)
+    total = wp + wn
     if not ok.any():
         return float("nan"), 1.0
-    a = (rsum[ok] - npos[ok] * (npos[ok] + 1) / 2) / (npos[ok] * nneg[ok])
-    w = n[ok]
-    return float((a * w).sum() / w.sum()), float(1.0 - w.sum() / n.sum())
+    return float((a[ok] * total[ok]).sum() / total[ok].sum()), float(
+        1.0 - total[ok].sum() / total.sum()
+    )
 
 
 @dataclass

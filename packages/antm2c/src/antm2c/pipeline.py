@@ -23,12 +23,16 @@ buffer, never by the input size):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import gzip
 import io
 import json
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,7 +46,7 @@ import pyarrow.csv as pcsv
 
 from shared import atomic_write_text
 
-from .hashing import key64, tokens
+from .hashing import key64, key64_columns, tokens
 from .schema import (
     DEEP_FEATURES,
     ITEM_TEXT,
@@ -65,6 +69,7 @@ __all__ = [
     "SPLITS",
     "MalformedRowError",
     "PrepareConfig",
+    "PrepareInterrupted",
     "PrepareReport",
     "key64",
     "prepare",
@@ -128,10 +133,20 @@ def _coalesce(blocks: Iterable[pa.RecordBatch], min_rows: int) -> Iterable[pa.Ta
 
     Arrow's streaming CSV reader reads a fixed number of blocks ahead, so its memory scales with
     ``block_size``; small blocks keep that window small while the per-batch compute overhead is
-    paid once per ``min_rows`` rows."""
+    paid once per ``min_rows`` rows. When the reader fails, the blocks it delivered before the
+    failure are yielded first, so the caller knows exactly how far the file was read."""
     buf: list[pa.RecordBatch] = []
     n = 0
-    for rb in blocks:
+    it = iter(blocks)
+    while True:
+        try:
+            rb = next(it)
+        except StopIteration:
+            break
+        except Exception:
+            if buf:
+                yield pa.Table.from_batches(buf)
+            raise
         buf.append(rb)
         n += rb.num_rows
         if n >= min_rows:
@@ -169,9 +184,17 @@ class PrepareReport:
         return self.rows_read / self.seconds if self.seconds > 0 else float("nan")
 
 
+def _is_gzip(path: Path) -> bool:
+    return path.name.endswith(".gz")
+
+
 def _read_header(path: Path) -> list[str]:
-    with open(path, "rb") as f:
-        first = f.readline()
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rb") as f:
+            first = f.readline()
+    except (OSError, EOFError) as e:  # e.g. a truncated or non-gzip .gz file
+        raise SchemaError(f"{path}: cannot read the header ({e})") from e
     if not first:
         raise SchemaError(f"{path}: file is empty (expected a header row)")
     try:
@@ -182,12 +205,65 @@ def _read_header(path: Path) -> list[str]:
 
 
 def _row_text(table: pa.Table, rows: np.ndarray) -> list[str]:
-    sub = table.take(pa.array(rows))
-    buf = io.BytesIO()
-    pcsv.write_csv(
-        sub, buf, write_options=pcsv.WriteOptions(include_header=False, quoting_style="needed")
-    )
-    return buf.getvalue().decode("utf-8").splitlines()
+    """The quarantined rows as CSV text (invalid UTF-8 bytes shown as U+FFFD)."""
+    sub = table.take(pa.array(rows)).to_pydict()
+    cols = list(sub)
+    out = []
+    for i in range(len(rows)):
+        vals = [sub[c][i] for c in cols]
+        vals = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in vals]
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(vals)
+        out.append(buf.getvalue())
+    return out
+
+
+def _to_utf8(batch: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Binary CSV columns -> UTF-8 strings. A column that fails validation is decoded per value
+    (only then): the rows holding invalid bytes are returned as ``{reason: mask}`` and their
+    values replaced by "" (they are quarantined, never written)."""
+    cols, reasons = [], {}
+    for name in batch.column_names:
+        col = batch[name]
+        try:
+            cols.append(col.cast(pa.string()))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        vals = col.to_pylist()
+        bad = np.zeros(len(vals), bool)
+        for i, v in enumerate(vals):
+            try:
+                vals[i] = v.decode("utf-8")
+            except UnicodeDecodeError:
+                bad[i], vals[i] = True, ""
+        reasons[f"invalid UTF-8 in {name}"] = bad
+        cols.append(pa.chunked_array([pa.array(vals, pa.string())]))
+    return pa.table(cols, names=batch.column_names), reasons
+
+
+def _newlines(batch: pa.Table) -> int:
+    """Line breaks inside the values of a batch (multi-line quoted fields), counted on the
+    columns' data buffers (no per-row work)."""
+    total = 0
+    for col in batch.columns:
+        for a in col.chunks:
+            if len(a) == 0:
+                continue
+            off = np.frombuffer(a.buffers()[1], np.int32, len(a) + 1, a.offset * 4)
+            data = a.buffers()[2]
+            if data is None:
+                continue
+            total += int(np.count_nonzero(np.frombuffer(data, np.uint8)[off[0] : off[-1]] == 10))
+    return total
+
+
+def _row_newlines(batch: pa.Table) -> np.ndarray:
+    """Line breaks inside each row's values (only computed when a batch has any)."""
+    n = np.zeros(batch.num_rows, np.int64)
+    for col in batch.columns:
+        n += pc.count_substring(col, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
+    return n
 
 
 def _is_bad_float(col: pa.Array) -> pa.Array:
@@ -299,9 +375,15 @@ def _encode(
         sep = None if c == ITEM_TEXT[1] else cfg.entity_sep
         cols[c] = tokens(batch[c].combine_chunks(), sep, cfg.max_tokens, cfg.lowercase)
     numeric = set(cfg.deep.numeric_columns)
-    for c in DEEP_FEATURES:
-        cols[c] = parsed[c] if c in numeric else pa.array(key64(batch[c]), pa.int64())
+    cat = [c for c in DEEP_FEATURES if c not in numeric]
+    for c, k in zip(cat, key64_columns([batch[c] for c in cat]), strict=True):
+        cols[c] = pa.array(k, pa.int64())
+    for c in numeric:
+        cols[c] = parsed[c]
     return pa.table([cols[f.name] for f in schema], schema=schema)
+
+
+_PART_RE = re.compile(r"^antm2c_.*part\d+(\.csv)?(\.gz)?$")
 
 
 def _input_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -310,14 +392,11 @@ def _input_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     for it in items:
         p = Path(it)
         if p.is_dir():
-            found = sorted(
-                q
-                for q in p.iterdir()
-                if q.is_file() and re.match(r"^antm2c_.*part\d+(\.csv)?$", q.name)
-            )
+            found = sorted(q for q in p.iterdir() if q.is_file() and _PART_RE.match(q.name))
             if not found:
                 raise FileNotFoundError(
-                    f"{p}: no AntM2C parts (files named antm2c_*part<k>[.csv]) in this directory"
+                    f"{p}: no AntM2C parts (files named antm2c_*part<k>[.csv][.gz]) in this "
+                    "directory"
                 )
             files += found
         elif p.is_file():
@@ -329,6 +408,241 @@ def _input_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+class PrepareInterrupted(KeyboardInterrupt):
+    """``prepare`` was stopped by SIGINT or SIGTERM; its partial output was removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops a prepare as cleanly as Ctrl-C: it raises :class:`PrepareInterrupted` in the
+    main thread, so temporary files are removed and no manifest is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise PrepareInterrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+_OUR_FILES = (
+    "split=*/scene=*/part-*.parquet",
+    "split=*/scene=*/.part-*.parquet.*.tmp",
+    "quarantine/malformed.csv",
+    "quarantine/.malformed.csv.*.tmp",
+    f".{MANIFEST}.*.tmp",
+)
+
+
+def _clear_output(out: Path) -> None:
+    """Remove every file a previous (complete, killed or interrupted) prepare may have left, so
+    a finished run holds exactly the files of its manifest."""
+    for pattern in _OUR_FILES:
+        for f in out.glob(pattern):
+            f.unlink(missing_ok=True)
+    for d in sorted(out.glob("split=*/scene=*")) + sorted(out.glob("split=*")):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
+    with contextlib.suppress(OSError):
+        (out / "quarantine").rmdir()
+
+
+def _open_input(path: Path) -> tuple[Any, Any]:
+    """(raw file, stream): a plain OS file stream, not a memory map (mapped pages of the input
+    would count towards RSS and grow it with the file size); ``.gz`` is decompressed streaming."""
+    raw = pa.OSFile(str(path), "r")
+    return raw, (pa.CompressedInputStream(raw, "gzip") if _is_gzip(path) else raw)
+
+
+class _Lines:
+    """Physical line numbers of one CSV file's records.
+
+    The CSV reader numbers records (1 = header); a quoted value holding line breaks makes a
+    record span several physical lines. Records arrive in order, in windows (one batch plus the
+    rows the reader skipped up to it); ``extra`` counts line breaks inside all earlier records.
+    """
+
+    def __init__(self) -> None:
+        self.extra = 0
+
+    def window(
+        self, recs: np.ndarray, nls: np.ndarray | None, s_recs: list[int], s_nls: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Physical lines of the valid records ``recs`` (with line breaks ``nls``, None = 0)
+        and of the skipped records ``s_recs`` (``s_nls``) of one window; advances ``extra``."""
+        if nls is None and not any(s_nls):
+            return recs + self.extra, np.asarray(s_recs, np.int64) + self.extra
+        nv = np.zeros(len(recs), np.int64) if nls is None else nls
+        all_r = np.concatenate([recs, np.asarray(s_recs, np.int64)])
+        all_n = np.concatenate([nv, np.asarray(s_nls, np.int64)])
+        order = np.argsort(all_r, kind="stable")
+        before = np.zeros(len(all_r), np.int64)
+        before[order] = np.cumsum(all_n[order]) - all_n[order]
+        phys = all_r + self.extra + before
+        self.extra += int(all_n.sum())
+        return phys[: len(recs)], phys[len(recs) :]
+
+
+def _prepare_file(
+    f: Path,
+    cfg: PrepareConfig,
+    row_base: int,
+    parts: PartitionWriter,
+    quarantine: Quarantine,
+    report: PrepareReport,
+    counts: np.ndarray,
+    tmin: np.ndarray,
+    tmax: np.ndarray,
+    cutoffs: tuple[int, int],
+    on_pos: Any,
+) -> int:
+    """Stream one CSV part into the partition writer; returns the data records read."""
+    c1, c2 = cutoffs
+    skipped: list[tuple[int, str]] = []
+
+    def on_invalid(r: Any, _sk: list = skipped) -> str:
+        _sk.append((r.number, r.text))
+        return "skip"
+
+    raw, source = _open_input(f)
+    reader = pcsv.open_csv(
+        source,
+        read_options=pcsv.ReadOptions(
+            use_threads=False,
+            block_size=cfg.block_size,
+            skip_rows=1,
+            column_names=list(RAW_COLUMNS),
+        ),
+        # values may hold quoted line breaks; binary columns so that one row of invalid UTF-8
+        # is quarantined instead of failing the whole block
+        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pcsv.ConvertOptions(
+            column_types={c: pa.binary() for c in RAW_COLUMNS},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    lines = _Lines()
+    parsed = 0  # valid records so far
+    reported_skips = 0
+    last_line = 1  # physical line of the last record handled (1 = header)
+    blocks = prefetch(reader) if cfg.background_io else reader
+    try:
+        for batch in _coalesce(blocks, cfg.batch_rows):
+            n = batch.num_rows
+            # record number (header = 1) of each parsed row: skipped rows keep their numbers
+            skip_idx = np.array(sorted(s[0] - 2 for s in skipped), np.int64)
+            q = np.arange(parsed, parsed + n, dtype=np.int64)
+            shift = np.searchsorted(skip_idx - np.arange(len(skip_idx)), q, side="right")
+            rec = q + shift  # 0-based data-record index
+            last_rec = int(rec[-1]) + 2 if n else None
+            k = reported_skips
+            while k < len(skipped) and (last_rec is None or skipped[k][0] < last_rec):
+                k += 1
+            win = skipped[reported_skips:k]
+            reported_skips = k
+            batch, reasons = _to_utf8(batch)
+            bad, more, parsed_cols = _validate(batch, cfg)
+            reasons.update(more)
+            for m in reasons.values():
+                bad |= m
+            nl = _newlines(batch)
+            phys, s_phys = lines.window(
+                rec + 2,
+                _row_newlines(batch) if nl else None,
+                [s[0] for s in win],
+                [s[1].count("\n") for s in win],
+            )
+            if n:
+                last_line = int(phys[-1]) + (int(_row_newlines(batch)[-1]) if nl else 0)
+            if len(s_phys):
+                last_line = max(last_line, int(s_phys[-1]) + win[-1][1].count("\n"))
+            events: list[tuple[int, str, str]] = [
+                (int(s_phys[j]), "wrong number of columns", win[j][1]) for j in range(len(win))
+            ]
+            if bad.any():
+                bad_rows = np.flatnonzero(bad)
+                texts = _row_text(batch, bad_rows)
+                for j, r in enumerate(bad_rows):
+                    why = "; ".join(k for k, m in reasons.items() if m[r])
+                    events.append((int(phys[r]), why, texts[j]))
+            for line, why, text in sorted(events, key=lambda ev: ev[0]):
+                quarantine.add(f.name, line, why, text)
+            if bad.any():
+                keep = pa.array(np.flatnonzero(~bad))
+                batch = batch.take(keep)
+                parsed_cols = {k: v.take(keep) for k, v in parsed_cols.items()}
+                rec_ok = rec[~bad]
+            else:
+                rec_ok = rec
+            parsed += n
+            if batch.num_rows:
+                _partition(
+                    batch, parsed_cols, row_base + rec_ok, cfg, parts, counts, tmin, tmax, c1, c2
+                )
+                report.rows_written += batch.num_rows
+            on_pos(raw.tell())
+    except pa.ArrowInvalid as e:
+        msg = str(e)
+        if "straddl" in msg or "block" in msg:
+            raise MalformedRowError(
+                f"{f.name}:{last_line + 1}: a row is larger than the CSV block size "
+                f"({cfg.block_size:,} bytes), so it cannot be parsed or quarantined; rerun with "
+                f"a larger block (CLI: --block-size {4 * cfg.block_size}, "
+                f"PrepareConfig.block_size) ({msg})"
+            ) from e
+        raise MalformedRowError(f"{f.name}: unreadable CSV after line {last_line} ({msg})") from e
+    finally:
+        source.close()
+        if source is not raw:
+            raw.close()
+    for num, text in skipped[reported_skips:]:
+        _, s_phys = lines.window(np.zeros(0, np.int64), None, [num], [text.count("\n")])
+        quarantine.add(f.name, int(s_phys[0]), "wrong number of columns", text)
+    return parsed + len(skipped)
+
+
+def _partition(
+    batch: pa.Table,
+    parsed_cols: dict[str, pa.Array],
+    rows: np.ndarray,
+    cfg: PrepareConfig,
+    parts: PartitionWriter,
+    counts: np.ndarray,
+    tmin: np.ndarray,
+    tmax: np.ndarray,
+    c1: int,
+    c2: int,
+) -> None:
+    """Encode one clean batch and hand its (split, scene) groups to the partition writer."""
+    schema = parts.schema
+    enc = _encode(batch, parsed_cols, rows, cfg, schema)
+    t = parsed_cols[TIME].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    split = (t >= c1).astype(np.int8) + (t >= c2).astype(np.int8)
+    scene = enc.column(SCENE).to_numpy()
+    label = enc.column(LABEL).to_numpy()
+    key = split.astype(np.int64) * N_SCENES + scene
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    bounds = np.flatnonzero(np.diff(ks)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(ks)]])
+    for s0, e0 in zip(starts, ends, strict=True):
+        k = int(ks[s0])
+        sel = order[s0:e0]
+        sp, sc = divmod(k, N_SCENES)
+        parts.add((sp, sc), enc.take(pa.array(sel)))
+        counts[sp, sc, 0] += len(sel)
+        counts[sp, sc, 1] += int(label[sel].sum())
+        tmin[sp] = min(tmin[sp], int(t[sel].min()))
+        tmax[sp] = max(tmax[sp], int(t[sel].max()))
+
+
 def prepare(
     inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
@@ -338,11 +652,13 @@ def prepare(
 ) -> PrepareReport:
     """Stream raw CSV parts into ``out_dir`` as parquet partitioned by split and scene.
 
-    ``inputs`` is a directory holding ``antm2c_*part<k>`` files, one file, or a list of files.
-    Raises :class:`~antm2c.schema.SchemaError` for a wrong header, :class:`MalformedRowError` for
-    a bad row with ``on_malformed="error"`` or when malformed rows exceed
-    ``max_malformed_fraction``, ``FileExistsError`` when ``out_dir`` already holds a prepared
-    data set (pass ``overwrite=True``).
+    ``inputs`` is a directory holding ``antm2c_*part<k>`` files (``.csv`` and ``.csv.gz``), one
+    file, or a list of files. Raises :class:`~antm2c.schema.SchemaError` for a wrong header,
+    :class:`MalformedRowError` for a bad row with ``on_malformed="error"``, when malformed rows
+    exceed ``max_malformed_fraction`` or when a row is larger than ``block_size``,
+    ``FileExistsError`` when ``out_dir`` already holds a prepared data set (pass
+    ``overwrite=True``), :class:`PrepareInterrupted` on SIGINT/SIGTERM. Whatever stops it, no
+    temporary or partial file is left; a rerun leaves exactly the files of its manifest.
     """
     from shared import progress
 
@@ -363,170 +679,106 @@ def prepare(
             (out / rel).unlink(missing_ok=True)
         shutil.rmtree(out / "quarantine", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_output(out)
     schema = processed_schema(cfg.deep)
     c1, c2 = (np.datetime64(parse_cutoff(c), "s").astype(np.int64) for c in cfg.cutoffs)
     report = PrepareReport(out_dir=out)
     counts = np.zeros((len(SPLITS), N_SCENES, 2), np.int64)
     tmin = np.full(len(SPLITS), np.iinfo(np.int64).max)
     tmax = np.full(len(SPLITS), np.iinfo(np.int64).min)
-    parts = PartitionWriter(out, schema, cfg)
-    quarantine = Quarantine(out, cfg)
     total_bytes = sum(f.stat().st_size for f in files)
-    bar = progress(
-        total=total_bytes,
-        desc="prepare",
-        unit="B",
-        unit_scale=True,
-        disable=not progress_bar or None,
-    )
+    # pyarrow imports pandas lazily on its first Python-value conversion (0.5-2 s): a one-off
+    # start-up cost, paid here so that ``seconds`` measures the streaming loop
+    pa.array([0])
     t0 = time.perf_counter()
     c0 = time.process_time()
     row_base = 0
-    try:
-        for f in files:
-            skipped: list[tuple[int, str]] = []
+    with _sigterm_as_interrupt():
+        parts = PartitionWriter(out, schema, cfg)
+        quarantine = Quarantine(out, cfg)
+        bar = progress(
+            total=total_bytes,
+            desc="prepare",
+            unit="B",
+            unit_scale=True,
+            disable=not progress_bar or None,
+        )
+        done_bytes = 0
+        try:
+            for f in files:
+                report.rows_read += _prepare_file(
+                    f,
+                    cfg,
+                    row_base,
+                    parts,
+                    quarantine,
+                    report,
+                    counts,
+                    tmin,
+                    tmax,
+                    (c1, c2),
+                    lambda pos, _b=done_bytes: bar.update(max(0, _b + pos - bar.n)),
+                )
+                done_bytes += f.stat().st_size
+                bar.update(max(0, done_bytes - bar.n))
+                row_base = report.rows_read
+            total = max(report.rows_read, 1)
+            if quarantine.count / total > cfg.max_malformed_fraction:
+                raise MalformedRowError(
+                    f"{quarantine.count} of {report.rows_read} rows are malformed "
+                    f"({quarantine.count / total:.1%} > max_malformed_fraction="
+                    f"{cfg.max_malformed_fraction}); first: {quarantine.examples[:3]}"
+                )
+            parts.close()
+            quarantine.close()
+            bar.close()
+            report.seconds = time.perf_counter() - t0
+            report.cpu_seconds = time.process_time() - c0
+            report.malformed = quarantine.count
+            report.malformed_examples = quarantine.examples
+            report.files = [p for p, _ in parts.files]
+            report.counts = {
+                SPLITS[s]: {
+                    str(k): {"rows": int(counts[s, k, 0]), "positives": int(counts[s, k, 1])}
+                    for k in range(N_SCENES)
+                }
+                for s in range(len(SPLITS))
+            }
 
-            def on_invalid(r: Any, _sk: list = skipped) -> str:
-                _sk.append((r.number, r.text))
-                return "skip"
+            def ts_str(v: int) -> str | None:
+                if v in (np.iinfo(np.int64).max, np.iinfo(np.int64).min):
+                    return None
+                return str(np.datetime64(int(v), "s")).replace("T", " ")
 
-            # a plain OS file stream, not a memory map: mapped pages of the input would count
-            # towards RSS and grow it with the file size
-            source = pa.OSFile(str(f), "r")
-            reader = pcsv.open_csv(
-                source,
-                read_options=pcsv.ReadOptions(
-                    use_threads=False,
-                    block_size=cfg.block_size,
-                    skip_rows=1,
-                    column_names=list(RAW_COLUMNS),
-                ),
-                parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pcsv.ConvertOptions(
-                    column_types={c: pa.string() for c in RAW_COLUMNS},
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            parsed = 0
-            reported_skips = 0
-            last_pos = 0
-            blocks = prefetch(reader) if cfg.background_io else reader
-            for batch in _coalesce(blocks, cfg.batch_rows):
-                n = batch.num_rows
-                # physical data-row index of each parsed row (skipped rows keep their numbers)
-                skip_idx = np.array(sorted(s[0] - 2 for s in skipped), np.int64)
-                q = np.arange(parsed, parsed + n, dtype=np.int64)
-                shift = np.searchsorted(skip_idx - np.arange(len(skip_idx)), q, side="right")
-                phys = q + shift
-                # report malformed rows of this block in line order: rows the reader skipped
-                # (wrong column count) up to this batch's last line, then value errors
-                last_line = int(phys[-1]) + 2 if n else None
-                events: list[tuple[int, str, str]] = []
-                k = reported_skips
-                while k < len(skipped) and (last_line is None or skipped[k][0] < last_line):
-                    events.append((skipped[k][0], "wrong number of columns", skipped[k][1]))
-                    k += 1
-                reported_skips = k
-                bad, reasons, parsed_cols = _validate(batch, cfg)
-                if bad.any():
-                    bad_rows = np.flatnonzero(bad)
-                    texts = _row_text(batch, bad_rows)
-                    for j, r in enumerate(bad_rows):
-                        why = "; ".join(k for k, m in reasons.items() if m[r])
-                        events.append((int(phys[r]) + 2, why, texts[j]))
-                for line, why, text in sorted(events, key=lambda ev: ev[0]):
-                    quarantine.add(f.name, line, why, text)
-                if bad.any():
-                    keep = pa.array(np.flatnonzero(~bad))
-                    batch = batch.take(keep)
-                    parsed_cols = {k: v.take(keep) for k, v in parsed_cols.items()}
-                    phys_ok = phys[~bad]
-                else:
-                    phys_ok = phys
-                parsed += n
-                report.rows_read += n
-                if batch.num_rows:
-                    enc = _encode(batch, parsed_cols, row_base + phys_ok, cfg, schema)
-                    t = parsed_cols[TIME].cast(pa.int64()).to_numpy(zero_copy_only=False)
-                    split = (t >= c1).astype(np.int8) + (t >= c2).astype(np.int8)
-                    scene = enc.column(SCENE).to_numpy()
-                    label = enc.column(LABEL).to_numpy()
-                    key = split.astype(np.int64) * N_SCENES + scene
-                    order = np.argsort(key, kind="stable")
-                    ks = key[order]
-                    bounds = np.flatnonzero(np.diff(ks)) + 1
-                    starts = np.concatenate([[0], bounds])
-                    ends = np.concatenate([bounds, [len(ks)]])
-                    for s0, e0 in zip(starts, ends, strict=True):
-                        k = int(ks[s0])
-                        sel = order[s0:e0]
-                        sp, sc = divmod(k, N_SCENES)
-                        parts.add((sp, sc), enc.take(pa.array(sel)))
-                        counts[sp, sc, 0] += len(sel)
-                        counts[sp, sc, 1] += int(label[sel].sum())
-                        tmin[sp] = min(tmin[sp], int(t[sel].min()))
-                        tmax[sp] = max(tmax[sp], int(t[sel].max()))
-                    report.rows_written += batch.num_rows
-                pos = min(int(f.stat().st_size), last_pos + int(batch.nbytes))
-                bar.update(max(0, pos - last_pos))
-                last_pos = pos
-            for num, text in skipped[reported_skips:]:
-                quarantine.add(f.name, num, "wrong number of columns", text)
-            report.rows_read += len(skipped)
-            source.close()
-            row_base += parsed + len(skipped)
-        total = max(report.rows_read, 1)
-        if quarantine.count / total > cfg.max_malformed_fraction:
-            raise MalformedRowError(
-                f"{quarantine.count} of {report.rows_read} rows are malformed "
-                f"({quarantine.count / total:.1%} > max_malformed_fraction="
-                f"{cfg.max_malformed_fraction}); first: {quarantine.examples[:3]}"
-            )
-        parts.close()
-        quarantine.close()
-    except BaseException as e:
-        parts.abort(e)
-        quarantine.close(e)
-        bar.close()
-        raise
-    bar.close()
-    report.seconds = time.perf_counter() - t0
-    report.cpu_seconds = time.process_time() - c0
-    report.malformed = quarantine.count
-    report.malformed_examples = quarantine.examples
-    report.files = [p for p, _ in parts.files]
-    report.counts = {
-        SPLITS[s]: {
-            str(k): {"rows": int(counts[s, k, 0]), "positives": int(counts[s, k, 1])}
-            for k in range(N_SCENES)
-        }
-        for s in range(len(SPLITS))
-    }
-
-    def ts_str(v: int) -> str | None:
-        if v in (np.iinfo(np.int64).max, np.iinfo(np.int64).min):
-            return None
-        return str(np.datetime64(int(v), "s")).replace("T", " ")
-
-    manifest = {
-        "format": "antm2c-prepared/1",
-        "inputs": [{"name": f.name, "bytes": f.stat().st_size} for f in files],
-        "cutoffs": list(cfg.cutoffs),
-        "split_rule": "train: t < cutoffs[0]; val: cutoffs[0] <= t < cutoffs[1]; test: t >= "
-        "cutoffs[1] (community cutoffs are unofficial)",
-        "config": {k: v for k, v in asdict(cfg).items() if k != "deep"}
-        | {"numeric_deep_features": list(cfg.deep.numeric)},
-        "rows_read": report.rows_read,
-        "rows_written": report.rows_written,
-        "malformed": report.malformed,
-        "malformed_examples": report.malformed_examples,
-        "counts": report.counts,
-        "time_range": {SPLITS[s]: [ts_str(tmin[s]), ts_str(tmax[s])] for s in range(len(SPLITS))},
-        "files": dict(parts.files),
-        "schema": schema.to_string(show_schema_metadata=False),
-    }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            manifest = {
+                "format": "antm2c-prepared/1",
+                "inputs": [{"name": f.name, "bytes": f.stat().st_size} for f in files],
+                "cutoffs": list(cfg.cutoffs),
+                "split_rule": "train: t < cutoffs[0]; val: cutoffs[0] <= t < cutoffs[1]; test: t >= "
+                "cutoffs[1] (community cutoffs are unofficial)",
+                "config": {k: v for k, v in asdict(cfg).items() if k != "deep"}
+                | {"numeric_deep_features": list(cfg.deep.numeric)},
+                "rows_read": report.rows_read,
+                "rows_written": report.rows_written,
+                "malformed": report.malformed,
+                "malformed_examples": report.malformed_examples,
+                "counts": report.counts,
+                "time_range": {
+                    SPLITS[s]: [ts_str(tmin[s]), ts_str(tmax[s])] for s in range(len(SPLITS))
+                },
+                "files": dict(parts.files),
+                "schema": schema.to_string(show_schema_metadata=False),
+            }
+            # still under the SIGTERM handler: an interruption while the manifest is written
+            # removes the finished parts too, so no run is left looking complete but unlisted
+            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        except BaseException as e:
+            parts.abort(e)
+            quarantine.close(e)
+            bar.close()
+            (out / MANIFEST).unlink(missing_ok=True)
+            _clear_output(out)
+            raise
     return report
 
 

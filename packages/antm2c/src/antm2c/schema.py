@@ -3,7 +3,7 @@
 The column order, names and field ownership follow the public download as read by independent
 third-party loaders (the paper versions describe 1 B / 100 M rows and do not list columns; see the
 package README, "Deviations and choices"). Every raw part is a CSV **with a header row** and these
-38 columns, in this order:
+37 columns, in this order:
 
 ``user_id, item_id, log_time, label, bill_entity_seq, service_entity_seq, query_entity_seq,
 item_entity_names, item_title, scene, deep_features_0 ... deep_features_26``

@@ -78,7 +78,10 @@ class Trainer:
         for epoch in range(cfg.epochs):
             self.model.train()
             losses = []
-            bar = progress(desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+            total = len(train) if hasattr(train, "__len__") else None  # type: ignore[arg-type]
+            if cfg.max_steps_per_epoch:
+                total = min(total or cfg.max_steps_per_epoch, cfg.max_steps_per_epoch)
+            bar = progress(desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", total=total, unit="batch")
             for step, batch in enumerate(train):
                 if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                     break
