@@ -18,7 +18,7 @@ from bfn_solver.schedules import (
     time_grid,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ContinuousSchedule",

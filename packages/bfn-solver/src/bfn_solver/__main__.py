@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import sys
@@ -136,53 +137,60 @@ def _train(args: argparse.Namespace) -> int:
     from bfn_solver.models import ContinuousMLP, DiscreteMLP
     from bfn_solver.oracles import MarkovChainOracle
     from bfn_solver.schedules import ContinuousSchedule, DiscreteSchedule
-    from bfn_solver.training import BFNTrainer, TrainConfig, load_digits_data
+    from bfn_solver.training import BFNTrainer, TrainConfig, load_digits_data, save_checkpoint
 
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, loss=args.loss, device=args.device
     )
     if args.task == "digits":
         model, data, sc = ContinuousMLP(64), load_digits_data(), ContinuousSchedule(1e-3)
-        meta = {"task": "digits", "sigma1": sc.sigma1}
+        meta = {"task": "digits"}
     else:
         chain = MarkovChainOracle.random_sparse(6, 12, 2, seed=0)
         model, sc = DiscreteMLP(12, 6, hidden=256), DiscreteSchedule(6, 2.5)
         data = chain.sample(20000, torch.Generator().manual_seed(1))
-        meta = {"task": "markov", "num_classes": 6, "beta1": 2.5}
+        meta = {"task": "markov"}
     tr = BFNTrainer(model, data, sc, cfg)
     losses = tr.train(progress=lambda it: progress(it, desc=f"train {args.task}"))
-    buf = io.BytesIO()
-    torch.save({"meta": meta, "state_dict": tr.ema_model.state_dict()}, buf)
-    atomic_write_bytes(args.out, buf.getvalue())
+    save_checkpoint(args.out, tr.ema_model, sc, **meta)
     print(
         f"trained {args.task} for {args.steps} steps: loss {losses[0]:.3f} -> "
-        f"{sum(losses[-50:]) / len(losses[-50:]):.3f}; wrote {args.out}"
+        f"{sum(losses[-50:]) / len(losses[-50:]):.3f}; wrote {args.out} (with its schedule)"
     )
     return 0
 
 
+def _suite_error_text(e: float, comp: dict) -> str:
+    """The suite error with what it is made of; an error of 0 means 'at the sampling floor'."""
+    if "bigram_tv" in comp:
+        return (
+            f"; suite error {e:.4f} = max(0, bigram TV {comp['bigram_tv']:.4f} - sampling floor "
+            f"{comp['bigram_tv_floor']:.4f} of exact samples); invalid transitions "
+            f"{comp['invalid_rate']:.4f}"
+        )
+    return (
+        f"; suite error {e:.4f} = max(0, mode-weight TV {comp['mode_tv']:.4f} - sampling floor "
+        f"{comp['mode_tv_floor']:.4f}) + |variance ratio {comp['variance_ratio']:.4f} - 1|"
+    )
+
+
 def _sample(args: argparse.Namespace) -> int:
     from bfn_solver.experiments import gmm_suite, markov_suite
-    from bfn_solver.models import ContinuousMLP, DiscreteMLP, eps_to_data
     from bfn_solver.samplers import CONTINUOUS_SAMPLERS, DISCRETE_SAMPLERS
-    from bfn_solver.schedules import ContinuousSchedule, DiscreteSchedule
+    from bfn_solver.schedules import ContinuousSchedule
+    from bfn_solver.training import load_checkpoint
 
     if args.checkpoint is not None:
         try:
-            ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-            task = ck["meta"]["task"]
-        except Exception as e:  # unreadable, not a torch file, or missing fields
-            raise _UsageError(f"cannot read checkpoint {args.checkpoint}: {e}") from None
-        if task == "digits":
-            m = ContinuousMLP(64)
-            sc = ContinuousSchedule(ck["meta"]["sigma1"])
-            m.load_state_dict(ck["state_dict"])
-            den, shape, table = eps_to_data(m.eval(), sc), (args.n, 64), CONTINUOUS_SAMPLERS
+            den, sc, meta = load_checkpoint(args.checkpoint)
+        except (ValueError, OSError) as e:
+            raise _UsageError(str(e)) from None
+        if isinstance(sc, ContinuousSchedule):
+            table = CONTINUOUS_SAMPLERS
+            shape = (args.n, int(meta.get("model_config", {}).get("dim", 64)))
         else:
-            m = DiscreteMLP(12, 6, hidden=256)
-            m.load_state_dict(ck["state_dict"])
-            sc = DiscreteSchedule(ck["meta"]["num_classes"], ck["meta"]["beta1"])
-            den, shape, table = m.eval(), (args.n, 12, 6), DISCRETE_SAMPLERS
+            table = DISCRETE_SAMPLERS
+            shape = (args.n, den.length, den.num_classes)
         err = None
     else:
         suite = gmm_suite(n=args.n) if args.suite == "gmm" else markov_suite(n=args.n)
@@ -196,15 +204,27 @@ def _sample(args: argparse.Namespace) -> int:
     if args.sampler is None:
         args.sampler = "bfn_solver_pp2" if isinstance(sc, ContinuousSchedule) else "bfn_solver2"
     if args.sampler not in table:
-        raise _UsageError(f"unknown sampler {args.sampler!r}; choose from {sorted(table)}")
-    with torch.no_grad():
-        r = table[args.sampler](
-            den, shape, args.nfe, sc, generator=torch.Generator().manual_seed(args.seed)
+        kind = "continuous" if isinstance(sc, ContinuousSchedule) else "discrete"
+        raise _UsageError(
+            f"unknown sampler {args.sampler!r} for {kind} data; choose from {sorted(table)}"
         )
+    fn = table[args.sampler]
+    kw = {}
+    if args.eta is not None:
+        if "eta" not in inspect.signature(fn).parameters:
+            raise _UsageError(f"{args.sampler} starts from the prior at t = 0 and takes no --eta")
+        kw["eta"] = args.eta
+    try:
+        with torch.no_grad():
+            r = fn(
+                den, shape, args.nfe, sc, generator=torch.Generator().manual_seed(args.seed), **kw
+            )
+    except (ValueError, TypeError) as e:
+        raise _UsageError(f"{args.sampler}: {e}") from None
     msg = f"{args.sampler}: {tuple(r.samples.shape)} samples with {r.nfe} NFE"
     if err is not None:
         e, comp = err(r.samples)
-        msg += f"; suite error {e:.4f} {comp}"
+        msg += _suite_error_text(e, comp)
     print(msg)
     if args.out is not None:
         buf = io.BytesIO()
@@ -246,13 +266,33 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="cpu")
     t.add_argument("--out", default="bfn_model.pt")
     t.set_defaults(func=_train)
-    s = sub.add_parser("sample", help="sample from an oracle suite or a trained checkpoint")
+    from bfn_solver.samplers import CONTINUOUS_SAMPLERS, DISCRETE_SAMPLERS
+
+    s = sub.add_parser(
+        "sample",
+        help="sample from an oracle suite or a trained checkpoint",
+        description="Samplers for continuous data (gmm suite, digits checkpoints): "
+        + ", ".join(CONTINUOUS_SAMPLERS)
+        + ". Samplers for discrete data (markov suite and checkpoints): "
+        + ", ".join(DISCRETE_SAMPLERS)
+        + ".",
+    )
     s.add_argument("--suite", choices=("gmm", "markov"), default="gmm")
-    s.add_argument("--checkpoint", default=None)
+    s.add_argument(
+        "--checkpoint", default=None, help="a model written by `python -m bfn_solver train`"
+    )
     s.add_argument(
         "--sampler",
         default=None,
-        help="sampler name (default: bfn_solver_pp2 for continuous data, bfn_solver2 for discrete)",
+        help="sampler name (default: bfn_solver_pp2 for continuous data, bfn_solver2 for "
+        "discrete); see the lists above",
+    )
+    s.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="start time offset in BFN time (default: the sampler's, 1e-3; the trained digits "
+        "model is documented to need 0.01)",
     )
     s.add_argument("--nfe", type=_positive_int, default=10)
     s.add_argument("--n", type=_positive_int, default=1000)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -96,6 +96,15 @@ def oracle_claims(quick: bool, progress: Callable | None = None) -> tuple[list, 
                     "best_sampler": best,
                     "largest_nfe_tried": max(base_nfes),
                     "original_curve": {k: v["error"] for k, v in curves[BASE].items()},
+                    "speedup_by_solver": {
+                        nm: (
+                            None
+                            if (m := find_matching_nfe(curves[BASE], c[10]["error"])) is None
+                            else m / 10.0
+                        )
+                        for nm, c in curves.items()
+                        if nm != BASE and 10 in c
+                    },
                 },
             )
         )
@@ -108,6 +117,8 @@ def convergence_orders(
     eta: float = 1e-3,
     dim: int = 8,
     n: int = 256,
+    samplers: Sequence[str] = ("bfn_solver1", "bfn_solver_pp1", "bfn_solver_pp2", "bfn_solver_pp3"),
+    **kwargs,
 ) -> dict[str, dict]:
     """Fitted slopes of the final-state error against the exact flow map (float64)."""
     sc = ContinuousSchedule(1e-3)
@@ -116,7 +127,7 @@ def convergence_orders(
     x0 = sc.sigma(eta) * torch.randn((n, dim), generator=gen, dtype=torch.float64)
     exact = oracle.flow_map(x0, eta, 1.0)
     out = {}
-    for nm in ("bfn_solver1", "bfn_solver_pp1", "bfn_solver_pp2"):
+    for nm in samplers:
         fn = CONTINUOUS_SAMPLERS[nm]
         errs = []
         for k in steps:
@@ -131,6 +142,7 @@ def convergence_orders(
                 x_init=x0,
                 dtype=torch.float64,
                 grid=grid,
+                **kwargs,
             )
             errs.append(float((r.samples - exact).abs().mean()))
         out[nm] = {"steps": list(steps), "errors": errs, "order": -convergence_slope(steps, errs)}
@@ -394,6 +406,39 @@ def bench_claims(quick: bool = False, progress: Callable | None = None) -> tuple
             tolerance=0.2,
             paper="second order (Alg. 2)",
             details={"lambda_grid": orders, "time_grid_eta0.05": orders_time},
+        )
+    )
+    o3 = convergence_orders(steps=(10, 20, 40, 80, 160), eta=0.05, samplers=("bfn_solver_pp3",))
+    o3_small_eta = convergence_orders(
+        steps=(10, 20, 40, 80, 160), samplers=("bfn_solver_pp2", "bfn_solver_pp3")
+    )
+    o3_time = convergence_orders(
+        steps=(20, 40, 80, 160), grid="time", eta=0.05, samplers=("bfn_solver_pp3",)
+    )
+    o2_same = convergence_orders(
+        steps=(10, 20, 40, 80, 160), eta=0.05, samplers=("bfn_solver_pp2",)
+    )
+    claims.append(
+        Claim(
+            name="order_third",
+            description="observed order of BFN-Solver++3 (beyond the paper: multistep, "
+            "DPM-Solver++(3M) form, midpoint start) on the exact single-Gaussian PF-ODE "
+            "(uniform-lambda grid from eta = 0.05, 10-160 steps, float64); baseline: "
+            "BFN-Solver++2 on the same grid",
+            measured=o3["bfn_solver_pp3"]["order"],
+            baseline=o2_same["bfn_solver_pp2"]["order"],
+            target=3.0,
+            comparator="~=",
+            tolerance=0.1,
+            paper="third order (DPM-Solver++(3M); not in the BFN-Solver paper)",
+            details={
+                "lambda_grid_eta0.05": {**o3, **o2_same},
+                "lambda_grid_eta1e-3": o3_small_eta,
+                "time_grid_eta0.05": o3_time,
+                "note": "from eta = 1e-3 the error curve of ++3 changes sign between 160 and "
+                "320 steps (local slopes 4.2-6, then a float64 floor near 1e-9), so its fitted "
+                "slope there is not an order; from eta = 0.05 it is a clean 3",
+            },
         )
     )
     ov = overhead(repeats=9 if quick else 15)

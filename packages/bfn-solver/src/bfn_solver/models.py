@@ -32,6 +32,7 @@ class ContinuousMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 256, layers: int = 3) -> None:
         super().__init__()
+        self.config = {"dim": dim, "hidden": hidden, "layers": layers}
         mods: list[nn.Module] = [nn.Linear(dim + 17, hidden), nn.SiLU()]
         for _ in range(layers - 1):
             mods += [nn.Linear(hidden, hidden), nn.SiLU()]
@@ -48,7 +49,8 @@ def eps_to_data(
     clip: tuple[float, float] | None = (-1.0, 1.0),
 ) -> Callable:
     """Wrap ``eps_model(mu, t)`` as a data-prediction denoiser ``x_hat(mu, t)`` (upstream
-    ``noise_pred_params_to_data_pred_params``)."""
+    ``noise_pred_params_to_data_pred_params``). The returned function carries ``schedule`` as
+    its ``.schedule`` attribute, so samplers use it by default and refuse another."""
 
     def denoiser(mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = eps_model(mu, t)
@@ -60,6 +62,7 @@ def eps_to_data(
         x = torch.where((t < 1e-6).view(shape), torch.zeros_like(x), x)
         return x.clamp(*clip) if clip is not None else x
 
+    denoiser.schedule = schedule  # travels with it: samplers refuse another one
     return denoiser
 
 
@@ -69,6 +72,12 @@ class DiscreteMLP(nn.Module):
     def __init__(self, length: int, num_classes: int, hidden: int = 512, layers: int = 3) -> None:
         super().__init__()
         self.length, self.num_classes = length, num_classes
+        self.config = {
+            "length": length,
+            "num_classes": num_classes,
+            "hidden": hidden,
+            "layers": layers,
+        }
         d = length * num_classes
         mods: list[nn.Module] = [nn.Linear(d + 17, hidden), nn.SiLU()]
         for _ in range(layers - 1):

@@ -19,7 +19,7 @@ from bfn_solver.losses import (
 from bfn_solver.models import eps_to_data
 from bfn_solver.schedules import ContinuousSchedule, DiscreteSchedule
 
-__all__ = ["BFNTrainer", "TrainConfig", "load_digits_data"]
+__all__ = ["BFNTrainer", "TrainConfig", "load_checkpoint", "load_digits_data", "save_checkpoint"]
 
 LOSSES = ("continuous", "discrete_time")
 
@@ -126,7 +126,99 @@ class BFNTrainer:
         def f(state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return den(state, t)
 
+        f.schedule = self.schedule  # type: ignore[attr-defined]
         return f
+
+
+_FORMAT = "bfn-solver-checkpoint/2"
+
+
+def _schedule_meta(schedule: ContinuousSchedule | DiscreteSchedule) -> dict:
+    if isinstance(schedule, ContinuousSchedule):
+        return {"kind": "continuous", "sigma1": schedule.sigma1}
+    if isinstance(schedule, DiscreteSchedule):
+        return {"kind": "discrete", "num_classes": schedule.num_classes, "beta1": schedule.beta1}
+    raise TypeError(f"need a ContinuousSchedule or DiscreteSchedule, got {type(schedule).__name__}")
+
+
+def save_checkpoint(
+    path, model: torch.nn.Module, schedule: ContinuousSchedule | DiscreteSchedule, **meta
+) -> None:
+    """Write ``model`` (a :class:`~bfn_solver.models.ContinuousMLP` or
+    :class:`~bfn_solver.models.DiscreteMLP`) with the schedule it was trained for, atomically.
+    :func:`load_checkpoint` rebuilds both; the schedule travels with the weights."""
+    import io
+
+    from shared import atomic_write_bytes
+
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise TypeError("save_checkpoint needs a bfn_solver.models model (with .config)")
+    doc = {
+        "meta": {
+            "format": _FORMAT,
+            "model": type(model).__name__,
+            "model_config": dict(cfg),
+            "schedule": _schedule_meta(schedule),
+            **meta,
+        },
+        "state_dict": model.state_dict(),
+    }
+    buf = io.BytesIO()
+    torch.save(doc, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(
+    path, device=None
+) -> tuple[Callable, ContinuousSchedule | DiscreteSchedule, dict]:
+    """Read a checkpoint of :func:`save_checkpoint` (or of 0.1.0's ``train`` command) and return
+    ``(denoiser, schedule, meta)``: the denoiser (gradients off) carries its schedule as
+    ``.schedule``, so samplers default to it and refuse a different one."""
+    from bfn_solver.models import ContinuousMLP, DiscreteMLP
+
+    what = "not a checkpoint written by `python -m bfn_solver train` (a dict with 'meta' and 'state_dict')"
+    try:
+        ck = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # not a torch file, truncated, pickled objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read checkpoint {path}: {what} ({first[:200]})") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("meta"), dict) or "state_dict" not in ck:
+        raise ValueError(f"cannot read checkpoint {path}: {what}; it holds a {type(ck).__name__}")
+    meta = ck["meta"]
+    try:
+        if meta.get("format") == _FORMAT:
+            cls = {"ContinuousMLP": ContinuousMLP, "DiscreteMLP": DiscreteMLP}[meta["model"]]
+            model = cls(**meta["model_config"])
+            sm = meta["schedule"]
+            sc = (
+                ContinuousSchedule(sm["sigma1"])
+                if sm["kind"] == "continuous"
+                else DiscreteSchedule(sm["num_classes"], sm["beta1"])
+            )
+        elif meta.get("task") == "digits":  # 0.1.0 layout
+            model, sc = ContinuousMLP(64), ContinuousSchedule(meta["sigma1"])
+        elif meta.get("task") == "markov":
+            model = DiscreteMLP(12, meta["num_classes"], hidden=256)
+            sc = DiscreteSchedule(meta["num_classes"], meta["beta1"])
+        else:
+            raise KeyError("task/format")
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(
+            f"cannot read checkpoint {path}: {what}; its contents do not fit ({e})"
+        ) from None
+    model = model.to(device or "cpu").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if isinstance(sc, ContinuousSchedule):
+        den = eps_to_data(model, sc)
+    else:
+        den = model
+        den.schedule = sc
+    return den, sc, meta
 
 
 def load_digits_data(dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -124,6 +124,42 @@ def check_common(nfe: int, eta: float, last_step: str, *, ode: bool) -> None:
         raise ValueError("last_step='denoise' spends one NFE on the final denoise: need nfe >= 2")
 
 
+def check_original_nfe(nfe: int) -> None:
+    """The original samplers spend ``n = nfe - 1`` Bayesian updates plus the final prediction."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 2:
+        raise ValueError(
+            "the original BFN sampler spends nfe - 1 Bayesian updates plus one final "
+            f"prediction: need nfe >= 2, got {nfe!r}"
+        )
+
+
+def resolve_schedule(denoiser: Callable, schedule, kind: type):
+    """The schedule a run uses. A denoiser built or trained for a schedule carries it as
+    ``denoiser.schedule`` (oracles, :func:`~bfn_solver.models.eps_to_data`,
+    :func:`~bfn_solver.training.load_checkpoint`): with ``schedule=None`` that one is used; a
+    different explicit schedule is refused, since the denoiser's predictions are only right
+    under its own sigma1 / beta1."""
+    own = getattr(denoiser, "schedule", None)
+    own = own if isinstance(own, kind) else None
+    if schedule is None:
+        if own is not None:
+            return own
+        if kind.__name__ == "DiscreteSchedule":
+            raise TypeError("discrete samplers need a DiscreteSchedule(num_classes, beta1)")
+        return kind()
+    if not isinstance(schedule, kind):
+        raise TypeError(
+            f"{'continuous' if kind.__name__ == 'ContinuousSchedule' else 'discrete'} samplers "
+            f"need a {kind.__name__}, got {type(schedule).__name__}"
+        )
+    if own is not None and own != schedule:
+        raise ValueError(
+            f"schedule {schedule} does not match the denoiser's own {own} (the one it was built "
+            "or trained for): pass schedule=denoiser.schedule, or None to use it"
+        )
+    return schedule
+
+
 def make_grid(
     nfe: int, eta: float, last_step: str, nfe_per_step: int = 1
 ) -> tuple[list[float], int]:

@@ -27,10 +27,12 @@ from bfn_solver.samplers._common import (
     RunBase,
     SampleResult,
     check_common,
+    check_original_nfe,
     lin,
     make_grid,
     randn,
     resolve,
+    resolve_schedule,
 )
 from bfn_solver.schedules import DiscreteSchedule
 
@@ -74,8 +76,7 @@ class _Run(RunBase):
         nfe_per_step: int = 1,
     ) -> None:
         check_common(nfe, eta, last_step, ode=ode)
-        if not isinstance(schedule, DiscreteSchedule):
-            raise TypeError("discrete samplers need a DiscreteSchedule(num_classes, beta1)")
+        schedule = resolve_schedule(denoiser, schedule, DiscreteSchedule)
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         self.schedule, self.K = schedule, schedule.num_classes
@@ -159,7 +160,9 @@ def sample_discrete_bfn_original(
     then ``x_hat(theta, 1)``. NFE = n + 1. With ``categorical=False`` it equals SDE-BFN-Solver1 on the
     grid ``i/n``; the paper calls it an approximate SDE-solver1.
     """
+    check_original_nfe(nfe)
     run = _Run.of(locals(), eta=0.0, last_step="denoise", ode=False)
+    schedule = run.schedule
     n, K, y = run.steps, run.K, run.y0
     for i in range(1, n + 1):
         p = run.x0(y, (i - 1) / n)
@@ -189,6 +192,7 @@ def sample_discrete_bfn_solver1(
 ) -> SampleResult:
     """Discrete BFN-Solver1 (ODE, first order): ``y_b = (b/a) y_a + beta1 b (b-a)(K x_hat - 1)``."""
     run = _Run.of(locals(), ode=True)
+    schedule = run.schedule
     y = run.y0
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -219,6 +223,7 @@ def sample_discrete_bfn_solver2(
     """Discrete BFN-Solver2, multistep: Solver1 + ``K beta1 b (b-a)^2/2 * D``, with the backward
     difference ``D = (x_a - x_prev)/(a - a_prev)``; the first step is Solver1."""
     run = _Run.of(locals(), ode=True)
+    schedule = run.schedule
     y, x_prev, a_prev = run.y0, None, None
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -251,8 +256,25 @@ def sample_discrete_bfn_solver2_singlestep(
     return_trajectory: bool = False,
 ) -> SampleResult:
     """Discrete BFN-Solver2, single-step (midpoint): ``m = (a+b)/2``, ``y_m`` by Solver1, then
-    Solver1 + ``K beta1 b (b-a)^2/2 * (x_m - x_a)/(m - a)``. Two NFE per step."""
-    run = _Run.of(locals(), ode=True, nfe_per_step=2)
+    Solver1 + ``K beta1 b (b-a)^2/2 * (x_m - x_a)/(m - a)``. Two NFE per step.
+
+    ``last_step="drop"`` (default) is the official ``last_drop``: ``N = nfe // 2`` steps, the
+    last one spends both its calls and returns x_hat at the midpoint of the last interval
+    (NFE = 2N; an odd budget leaves one call unused). ``"drop_first"`` (the 0.1.0 behaviour)
+    returns x_hat at ``t_{N-1}`` after ``N - 1`` full steps (NFE = 2N - 1); ``"denoise"`` and
+    ``"state"`` integrate to t = 1."""
+    if last_step == "drop":
+        if isinstance(nfe, int) and not isinstance(nfe, bool) and nfe < 2:
+            raise ValueError(
+                "the single-step solver spends 2 NFE per step (last_step='drop' returns the "
+                f"midpoint prediction of the last step): need nfe >= 2, got {nfe}"
+            )
+        run = _Run.of(locals(), ode=True, nfe_per_step=2, last_step="state")
+    elif last_step == "drop_first":
+        run = _Run.of(locals(), ode=True, nfe_per_step=2, last_step="drop")
+    else:
+        run = _Run.of(locals(), ode=True, nfe_per_step=2)
+    schedule = run.schedule
     y = run.y0
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -262,6 +284,8 @@ def sample_discrete_bfn_solver2_singlestep(
             return run.done(y, x)
         m = 0.5 * (a + b)
         x_m = run.x0(_solver1(y, x, a, m, schedule), m)
+        if last_step == "drop" and k == run.steps - 1:
+            return run.done(y, x_m)
         w = K * b1 * b * (b - a) ** 2 / 2 / (m - a)
         y = _solver1(y, x, a, b, schedule).add_(x_m, alpha=w).sub_(x, alpha=w)
         run.push(y)
@@ -291,6 +315,7 @@ def sample_discrete_sde_bfn_solver1(
     ``i/n`` from eta = 0 with ``last_step="denoise"`` this is exactly the original sampler.
     """
     run = _Run.of(locals(), ode=False)
+    schedule = run.schedule
     y, K = run.y0, schedule.num_classes
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -323,6 +348,7 @@ def sample_discrete_sde_bfn_solver2(
     """Discrete SDE-BFN-Solver2, multistep: SDE-Solver1 + ``(1/3) K beta1 (b-a)^2 (a + 2b) D`` with
     ``D = (x_a - x_prev)/(a - a_prev)`` (= ``2 K beta1 D int_a^b u (u - a) du``); noise first order."""
     run = _Run.of(locals(), ode=False)
+    schedule = run.schedule
     y, x_prev, a_prev = run.y0, None, None
     K, b1 = schedule.num_classes, schedule.beta1
     for k in range(run.steps):
@@ -357,6 +383,7 @@ def sample_discrete_ode_euler(
 ) -> SampleResult:
     """Euler on the PF-ODE ``dy/dt = y/t + K beta1 t (x_hat - 1/K)`` (the official ``ode_euler``)."""
     run = _Run.of(locals(), ode=True)
+    schedule = run.schedule
     y, K, b1 = run.y0, schedule.num_classes, schedule.beta1
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
@@ -390,6 +417,7 @@ def sample_discrete_sde_euler(
     A9.5); this is the corrected update.
     """
     run = _Run.of(locals(), ode=False)
+    schedule = run.schedule
     y, K = run.y0, schedule.num_classes
     for k in range(run.steps):
         a, b = run.times[k], run.times[k + 1]
