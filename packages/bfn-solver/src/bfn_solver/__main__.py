@@ -20,22 +20,13 @@ from pathlib import Path
 import torch
 
 from shared import atomic_write_bytes, atomic_write_text, progress, write_results
+from shared.cli import positive_int as _positive_int
 
 DIST = "bfn-solver"
 
 
 class _UsageError(Exception):
     pass
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _nfe_list(s: str) -> list[int]:

@@ -23,31 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cli import positive_int as _positive_int
+from shared.cli import probability as _prob
+
 DIST = "otgnet"
 
 
 class _UsageError(Exception):
     pass
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _prob(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v}")
-    return v
 
 
 def _fmt_matrix(m) -> str:

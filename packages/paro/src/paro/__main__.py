@@ -9,26 +9,8 @@ import time
 from pathlib import Path
 
 from paro.strategy import PAPER_STRATEGIES, Strategy
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
+from shared.cli import positive_float as _positive_float
+from shared.cli import positive_int as _positive_int
 
 
 def _fraction(s: str) -> float:

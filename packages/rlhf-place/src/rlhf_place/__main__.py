@@ -9,15 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _pos_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+from shared.cli import positive_int as _pos_int
 
 
 def _pos_float(s: str) -> float:
