@@ -9,37 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.cli import nonneg_int, positive_float, positive_int
+
 __all__ = ["main"]
-
-
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from e
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
-def _nonneg(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from e
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _pos_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from e
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return v
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -83,31 +55,31 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--tasks", required=True, help="task-major parquet (build-tasks)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics)")
-    p.add_argument("--steps", type=_positive, default=None, help="outer steps (default: epochs)")
-    p.add_argument("--epochs", type=_positive, default=1)
-    p.add_argument("--tasks-per-batch", type=_positive, default=32, help="global batch of tasks")
-    p.add_argument("--embedding-dim", type=_positive, default=8)
+    p.add_argument("--steps", type=positive_int, default=None, help="outer steps (default: epochs)")
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--tasks-per-batch", type=positive_int, default=32, help="global batch of tasks")
+    p.add_argument("--embedding-dim", type=positive_int, default=8)
     p.add_argument("--bottom", type=_ints, default=(32,), help="bottom MLP widths, e.g. 64,32")
     p.add_argument("--top", type=_ints, default=(32,), help="top MLP widths")
-    p.add_argument("--inner-lr", type=_pos_float, default=0.1)
-    p.add_argument("--inner-steps", type=_nonneg, default=1)
+    p.add_argument("--inner-lr", type=positive_float, default=0.1)
+    p.add_argument("--inner-steps", type=nonneg_int, default=1)
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
     p.add_argument("--adapt", choices=ADAPT_CHOICES, default="dense")
     p.add_argument("--outer-optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--outer-lr", type=_pos_float, default=1e-3)
+    p.add_argument("--outer-lr", type=positive_float, default=1e-3)
     p.add_argument("--embedding-optimizer", choices=OPTIMIZERS, default=None)
-    p.add_argument("--embedding-lr", type=_pos_float, default=None)
+    p.add_argument("--embedding-lr", type=positive_float, default=None)
     p.add_argument("--algorithm", choices=("maml", "pooled"), default="maml")
     p.add_argument("--sequential", action="store_true", help="loop over tasks instead of vmap")
     p.add_argument("--sharding", choices=("mod", "range"), default="mod")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=_nonneg, default=0)
-    p.add_argument("--checkpoint-every", type=_nonneg, default=0)
-    p.add_argument("--keep", type=_positive, default=2)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=0)
+    p.add_argument("--keep", type=positive_int, default=2)
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--prefetch", type=_nonneg, default=2)
-    p.add_argument("--fail-at-step", type=_positive, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--fail-rank", type=_nonneg, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--prefetch", type=nonneg_int, default=2)
+    p.add_argument("--fail-at-step", type=positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fail-rank", type=nonneg_int, default=0, help=argparse.SUPPRESS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,20 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="synthetic cold-start data -> Meta-IO -> 2-rank MAML -> AUC")
-    d.add_argument("--users", type=_positive, default=1500)
-    d.add_argument("--epochs", type=_positive, default=6)
-    d.add_argument("--world", type=_positive, default=2)
+    d.add_argument("--users", type=positive_int, default=1500)
+    d.add_argument("--epochs", type=positive_int, default=6)
+    d.add_argument("--world", type=positive_int, default=2)
 
     b = sub.add_parser("build-tasks", help="interaction log -> task-major parquet")
     b.add_argument("--source", choices=("synthetic", "antm2c", "parquet"), required=True)
     b.add_argument("--input", help="antm2c: raw parts or prepared dir; parquet: a flat log")
     b.add_argument("--out", required=True, help="task file to write")
     b.add_argument("--cold-out", help="synthetic: also write the cold-start users' tasks here")
-    b.add_argument("--users", type=_positive, default=2000, help="synthetic: number of users")
-    b.add_argument("--k", type=_positive, default=10, help="support rows per task")
-    b.add_argument("--q", type=_positive, default=10, help="query rows per task")
-    b.add_argument("--min-support", type=_positive, default=None)
-    b.add_argument("--min-query", type=_positive, default=1)
+    b.add_argument("--users", type=positive_int, default=2000, help="synthetic: number of users")
+    b.add_argument("--k", type=positive_int, default=10, help="support rows per task")
+    b.add_argument("--q", type=positive_int, default=10, help="query rows per task")
+    b.add_argument("--min-support", type=positive_int, default=None)
+    b.add_argument("--min-query", type=positive_int, default=1)
     b.add_argument("--split", choices=("time", "random"), default="time")
     b.add_argument("--task", choices=("user", "user_scene"), default="user", help="antm2c")
     b.add_argument("--fields", type=_fields, help="parquet: col:size[:hash],...")
@@ -138,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--task-keys", type=_names, default=("user_id",), help="parquet")
     b.add_argument("--time-column", default="ts", help="parquet")
     b.add_argument("--label-column", default="label", help="parquet")
-    b.add_argument("--row-group-tasks", type=_positive, default=1024)
-    b.add_argument("--seed", type=_nonneg, default=0)
+    b.add_argument("--row-group-tasks", type=positive_int, default=1024)
+    b.add_argument("--seed", type=nonneg_int, default=0)
 
     t = sub.add_parser("train", help="meta-train (single process or under torchrun)")
     _add_train_args(t)
@@ -148,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="run directory of `train`")
     e.add_argument("--tasks", required=True, help="task file to evaluate on")
     e.add_argument("--no-adapt", action="store_true", help="no inner-loop adaptation")
-    e.add_argument("--tasks-per-batch", type=_positive, default=64)
+    e.add_argument("--tasks-per-batch", type=positive_int, default=64)
 
     be = sub.add_parser("bench", help="measure the claims -> results/gmeta.json")
     be.add_argument("--quick", action="store_true")
