@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run",
         help="start a master and torchrun: python -m antdt run [--master ADDR] [master options] "
-        "-- <torchrun arguments>",
+        "-- <torchrun arguments>; or on Ray: python -m antdt run --backend ray --job JOB.json "
+        "[--ray-address ADDR] [--ray-max-restarts N] [master options]",
     )
     r.add_argument("--master", default=None, help="use this running master (host:port)")
 
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
+        from shared.cli import nonneg_int
+
         from .launch import add_master_args, run
 
         rest = argv[1:]
@@ -61,7 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             ours, torchrun_args = rest, []
         rp = argparse.ArgumentParser(prog="python -m antdt run")
         rp.add_argument("--master", default=None)
+        rp.add_argument("--backend", choices=("torchrun", "ray"), default="torchrun")
+        rp.add_argument("--job", default=None, help="(ray) JobConfig JSON file or inline JSON")
+        rp.add_argument("--ray-address", default=None, help="(ray) an existing Ray cluster")
+        rp.add_argument(
+            "--ray-max-restarts", type=nonneg_int, default=1, help="(ray) group restarts"
+        )
         a, master_args = rp.parse_known_args(ours)
+        if a.backend == "ray":
+            from .launch import run_ray
+
+            return run_ray(a, master_args, torchrun_args)
         if not a.master:
             mp = argparse.ArgumentParser(prog="python -m antdt run (master options)")
             add_master_args(mp)

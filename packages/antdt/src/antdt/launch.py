@@ -17,7 +17,14 @@ from .controller import ControllerConfig, RestartCostModel
 from .master import Master, MasterConfig
 from .sharding import ShardConfig
 
-__all__ = ["add_master_args", "master_config_from_args", "run_torchrun", "serve", "torchrun_env"]
+__all__ = [
+    "add_master_args",
+    "master_config_from_args",
+    "run_ray",
+    "run_torchrun",
+    "serve",
+    "torchrun_env",
+]
 
 
 def _write_small(path: str, text: str) -> None:
@@ -172,3 +179,46 @@ def run(a: argparse.Namespace, torchrun_args: list[str]) -> int:
                 proc.kill()
                 proc.wait()
         return code
+
+
+def run_ray(a: argparse.Namespace, master_args: list[str], extra: list[str]) -> int:
+    """``python -m antdt run --backend ray``: the master and the ranks as Ray actors
+    (:func:`antdt.ray_backend.ray_train`); the job is :mod:`antdt.job`'s, from ``--job``."""
+    if extra:
+        print(
+            "antdt run --backend ray: torchrun arguments after '--' do not apply", file=sys.stderr
+        )
+        return 2
+    if a.master:
+        print(
+            "antdt run --backend ray: the master runs as a Ray actor; drop --master",
+            file=sys.stderr,
+        )
+        return 2
+    if not a.job:
+        print("antdt run --backend ray: give the job with --job JOB.json", file=sys.stderr)
+        return 2
+    mp = argparse.ArgumentParser(prog="python -m antdt run --backend ray (master options)")
+    add_master_args(mp)
+    ma = mp.parse_args(master_args)
+    from .job import JobConfig
+
+    try:
+        text = a.job
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        job = JobConfig.from_json(text)
+        cfg = master_config_from_args(ma)
+    except (OSError, ValueError) as e:
+        print(f"antdt run --backend ray: {e}", file=sys.stderr)
+        return 2
+    from .ray_backend import ray_train
+
+    out = ray_train(job, cfg, ma.world_size, max_restarts=a.ray_max_restarts, address=a.ray_address)
+    if ma.status_file:
+        _write_small(ma.status_file, json.dumps(out["master_status"], default=str))
+    print(
+        f"antdt on Ray: {out['world_size']} ranks, {out['restart_count']} restart(s), "
+        f"final loss {out['final_loss']:.6g}"
+    )
+    return 0
