@@ -6,7 +6,7 @@
   nodes) ``python -m rlhf_place train`` calls :func:`run_rank` in each process directly.
 - ``backend="ray"`` schedules the same program on a Ray placement group (one bundle per device,
   one actor per device hosting that device's model shards), as OpenRLHF and verl do; see
-  :mod:`rlhf_place.ray_backend`.
+  :func:`shared.rayrun.ray_run`.
 
 Both run :func:`rlhf_place.runtime.run_rank`, so they give the same trajectory.
 """
@@ -59,10 +59,15 @@ def train(
             env=_env(opts),
         )
     elif backend == "ray":
-        from rlhf_place.ray_backend import ray_run
+        from shared.rayrun import ray_run
 
         per_rank = ray_run(
-            run_rank, placement.world_size, (rcfg, placement, opts), timeout_s=timeout_s
+            run_rank,
+            placement.world_size,
+            args=(rcfg, placement, opts),
+            timeout_s=timeout_s,
+            env=_env(opts),
+            backend=None if opts.device == "cuda" else "gloo",
         )
     else:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
