@@ -205,8 +205,9 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pretrain-steps",
         type=_nonneg_int,
-        default=200,
-        help="tiny models: LM pre-training steps on the behaviour texts",
+        default=0,
+        help="tiny models: masked/next-token pre-training steps on the behaviour texts (default 0: "
+        "a few hundred steps collapsed the pooled vectors of the tiny BERT; see the README)",
     )
     p.add_argument("--max-behaviors", type=_positive_int, default=16)
     p.add_argument("--entity-sep", default=",", help="AntM2C entity separator")

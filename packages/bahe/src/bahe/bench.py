@@ -15,8 +15,10 @@ CPU). Quality: test AUC of BAHE and the naive model trained for the same steps o
 
 The model is a random tiny BERT (6 layers, width 64, split 3/3): timing does not depend on the
 weights, and width 64 lets attention dominate at CPU-sized lengths, where the paper's "especially
-with longer user sequences" shows. For the quality claim both models start from the same tiny
-BERT pre-trained briefly on the behaviour texts (:mod:`bahe.pretrain`).
+with longer user sequences" shows. For the quality claim both models start from the same randomly
+initialised tiny BERT: a short masked-token pre-training (:mod:`bahe.pretrain`, 150 steps)
+collapsed the pooled behaviour vectors (cosine AUC of user vs item vectors 0.65 -> 0.51) and
+neither model then learned the planted signal (``pretrain_steps`` keeps it as an option).
 """
 
 from __future__ import annotations
@@ -219,12 +221,12 @@ def train_quality(
     steps: int,
     rows: int,
     seed: int = 0,
-    pretrain_steps: int = 150,
+    pretrain_steps: int = 0,
     modes: tuple[str, ...] = ("naive_full", "bahe"),
     show: bool = False,
     behaviors: int = 4,
 ) -> dict[str, Any]:
-    """Same tiny pre-trained LM, same steps: test AUC of each mode on planted data."""
+    """Same tiny LM (optionally pre-trained), same steps: test AUC of each mode on planted data."""
     from bahe.metrics import auc
     from bahe.pretrain import pretrain_lm
     from bahe.train import TrainConfig, train
@@ -241,7 +243,10 @@ def train_quality(
     }
     lm0 = _lm(s, tok)
     t0 = time.perf_counter()
-    out["pretrain_loss"] = pretrain_lm(lm0.full, tok, texts, steps=pretrain_steps, seed=seed)[-1]
+    losses = (
+        pretrain_lm(lm0.full, tok, texts, steps=pretrain_steps, seed=seed) if pretrain_steps else []
+    )
+    out["pretrain_loss"] = losses[-1] if losses else None
     out["pretrain_seconds"] = time.perf_counter() - t0
     state = {k: v.clone() for k, v in lm0.full.state_dict().items()}
     store_dir = Path(tempfile.mkdtemp(prefix="bahe-quality-")) / "store"
@@ -331,7 +336,7 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
                 + ", ".join(f"{t} tok {r:.1f}x" for t, r in zip(tokens, time_ratios, strict=True))
             ),
             measured=round(time_ratios[-1], 2),
-            baseline=round(last["seconds"]["naive_full"], 4),
+            baseline=1.0,  # naive_full / naive_full; absolute seconds in details
             target=5.0,
             comparator=">=",
             paper="~5x less training time, more with longer sequences",
@@ -343,14 +348,15 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
                 "rising": rising,
                 "naive_frozen_over_bahe": frozen_ratios,
                 "per_length": per_len,
-                "baseline_is": "naive_full seconds per step at the longest length",
+                "naive_full_seconds_per_step_longest": last["seconds"]["naive_full"],
+                "bahe_seconds_per_step_longest": last["seconds"]["bahe"],
             },
         ),
         Claim(
             name="step_time_rises_with_length",
             description="step-time ratio naive_full / BAHE at 1,024 tokens over the ratio at 64 tokens",
             measured=round(time_ratios[-1] / time_ratios[0], 3),
-            baseline=round(time_ratios[0], 2),
+            baseline=1.0,  # no rise
             target=1.0,
             comparator=">=",
             paper="gains grow with user sequence length",
@@ -364,7 +370,7 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
                 "training steps in a fresh process (kernel high-water mark)"
             ),
             measured=round(mem_ratio, 2),
-            baseline=mem["naive_full"]["step_rss_growth_bytes"],
+            baseline=1.0,  # naive_full / naive_full; bytes per mode in details
             target=5.0,
             comparator=">=",
             paper="~5x less memory",
@@ -384,7 +390,7 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
                 + ", ".join(f"{t} tok {r:.1f}x" for t, r in zip(tokens, flop_ratios, strict=True))
             ),
             measured=round(flop_ratios[-1], 2),
-            baseline=last["flops_per_row"]["naive_full"],
+            baseline=1.0,  # naive_full / naive_full; FLOPs per row in details
             target=None,
             comparator="info",
             paper="not reported (complexity O(L(NMK)^2) vs O(L_high N M^2))",
@@ -404,7 +410,7 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
             name="auc_vs_naive",
             description=(
                 f"test AUC on planted-topic data after {q['steps']} steps each from the same "
-                "pre-trained tiny BERT: BAHE vs naive_full (target: naive - 0.01)"
+                "randomly initialised tiny BERT: BAHE vs naive_full (target: naive - 0.01)"
             ),
             measured=round(q["bahe"]["auc"], 4),
             baseline=round(q["naive_full"]["auc"], 4),
@@ -431,7 +437,7 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
 
 
 def run_demo(steps: int = 150, behaviors: int = 8) -> int:
-    """Synthetic data -> pre-trained tiny BERT -> behaviour store -> BAHE and naive, side by side."""
+    """Synthetic data -> tiny BERT -> behaviour store -> BAHE and naive, side by side."""
     from shared import compare
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
