@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,32 @@ def test_no_test_label_reaches_the_gate_or_the_predictions(tiny):
     # the permutation did change test labels of the evaluated tasks (so the check had teeth)
     touched = np.concatenate([sp.test_nodes[0], sp.test_nodes[1]])
     assert (g.node_label[touched] != g2.node_label[touched]).any()
+
+
+def test_oracle_gate_reads_test_labels_and_only_when_named(tiny):
+    """``gate="oracle"`` (the official behaviour, a diagnostic) reads every seen node's true label:
+    its gate is always right and it does change when test labels are permuted; the default gate's
+    pseudo-labels are right less often."""
+    g, sp, _ = tiny
+    mc = OTGNetConfig(emb_dim=16, hidden=16, ib_hidden=16)
+    cfg = ContinualConfig(epochs=1, patience=0, replay="none", seed=0, gate="oracle")
+    lr = ContinualLearner(g, sp, cfg, mc)
+    lr.train_task(0)
+    lr.train_task(1)
+    f = lr._eval_finder(1)
+    gl = lr.gate_labels(1, f).numpy()
+    seen = (sp.node_task >= 0) & (sp.node_task <= 1)
+    assert np.array_equal(gl[seen], g.node_label[seen]) and (gl[~seen] == -1).all()
+    assert lr.gate_accuracy() == [100.0, 100.0]
+    g2 = _permute_hidden_labels(g, sp, 1)
+    lr2 = ContinualLearner(g2, make_tasks(g2, sp.config), cfg, mc)
+    assert not torch.equal(lr2.gate_labels(1, f), lr.gate_labels(1, f))
+    vis = ContinualLearner(g, sp, replace(cfg, gate="visible"), mc)
+    vis.task = 1
+    acc = vis.gate_accuracy()
+    assert len(acc) == 2 and all(0 <= a <= 100 for a in acc) and min(acc) < 100
+    with pytest.raises(ValueError, match="gate"):
+        ContinualConfig(gate="labels")
 
 
 def test_model_config_errors():

@@ -83,3 +83,16 @@ def test_prototype_overlap_and_determinism():
 def test_bad_config(kw):
     with pytest.raises(ValueError):
         SyntheticConfig(**kw)
+
+
+def test_closure_prefers_the_same_community():
+    """Triangles close between similar nodes: with ``same_community=1`` a closure picks a
+    candidate of the source's community whenever there is one, with 0 one outside it."""
+    for p in (0.0, 1.0):
+        g, lat = make_synthetic(
+            SyntheticConfig(nodes_per_class=30, triadic_closure=0.5, same_community=p, seed=7)
+        )
+        same = lat["community"][g.src] == lat["community"][g.dst]
+        had = lat["closure_had_same"] if p == 1.0 else lat["closure_had_other"]
+        assert had.sum() > 50 and not (had & (lat["kind"] != CLOSURE)).any()
+        assert (same[had] == (p == 1.0)).all()

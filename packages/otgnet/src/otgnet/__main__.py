@@ -235,7 +235,7 @@ def _bench(args: argparse.Namespace) -> int:
         },
     }
     path = write_results(DIST, claims, args.output, quick=args.quick, meta=meta)
-    png = Path(path).with_name(f"{DIST}-accuracy.png")
+    png = Path(path).with_name(f"{Path(path).stem}-accuracy.png")  # otgnet -> otgnet-accuracy
     try:
         plot_accuracy_matrices(
             {

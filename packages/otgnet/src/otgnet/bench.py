@@ -31,7 +31,6 @@ MAIN_SYSTEMS = (
     "otgnet_random_triads",
     "otgnet_random_edges",
     "tgn_ft",
-    "tgn_random_replay",
 )
 
 
@@ -68,7 +67,7 @@ def settings(quick: bool) -> BenchSettings:
         model={},
         low_heterophily=0.1,
         high_heterophily=0.5,
-        extra_systems=("otgnet_oracle_head",),
+        extra_systems=("tgn_random_replay", "otgnet_oracle_head", "otgnet_oracle_gate"),
     )
 
 
@@ -79,7 +78,9 @@ def _jobs(st: BenchSettings) -> list[Job]:
     for seed in range(st.seeds):
         for sysname in MAIN_SYSTEMS + st.extra_systems:
             jobs.append(Job(sysname, seed, hi, st.protocol, st.train, st.model, tag=""))
-        for sysname in ("otgnet", "otgnet_no_ib"):
+        low = ("otgnet", "otgnet_no_ib")
+        low += tuple(s for s in st.extra_systems if s == "otgnet_oracle_gate")
+        for sysname in low:
             jobs.append(Job(sysname, seed, lo, st.protocol, st.train, st.model, tag="low_h"))
     return jobs
 
@@ -145,93 +146,139 @@ def _paired(results: list[dict], a: str, b: str, key: str, tag: str = "") -> np.
     return np.array([va[s] - vb[s] for s in sorted(va) if s in vb])
 
 
-def _stat(x: np.ndarray) -> dict:
+def _stat(x: np.ndarray, higher_is_better: bool = True) -> dict:
+    """Mean, std and per-seed values of paired differences; ``wins``: seeds where the first
+    system did better (difference > 0, or < 0 when lower is better)."""
     return {
         "mean": float(x.mean()),
         "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
         "per_seed": x.tolist(),
-        "wins": int((x > 0).sum()),
+        "wins": int((x > 0).sum() if higher_is_better else (x < 0).sum()),
     }
 
 
+def _versus(
+    name: str,
+    what: str,
+    key: str,
+    ours: str,
+    base: str,
+    agg: dict,
+    results: list[dict],
+    paper: str,
+    unit: str,
+    details: dict | None = None,
+) -> Claim:
+    """Claim that system ``ours`` beats system ``base`` on the mean of ``key`` over seeds ("ap":
+    higher is better, "af": lower is better), the baseline measured in the same run."""
+    o, b = agg[ours], agg[base]
+    higher = key == "ap"
+    better = "higher" if higher else "lower"
+    return Claim(
+        name=name,
+        description=f"{what}, mean of {o['n']} seeds; target: the {base} value of the same run "
+        f"({better} is better)",
+        measured=o[f"{key}_mean"],
+        baseline=b[f"{key}_mean"],
+        target=b[f"{key}_mean"],
+        comparator=">=" if higher else "<=",
+        paper=paper,
+        unit=unit,
+        details={
+            f"{key}_std": o[f"{key}_std"],
+            "baseline_std": b[f"{key}_std"],
+            "paired_diff": _stat(_paired(results, ours, base, key), higher),
+            **(details or {}),
+        },
+    )
+
+
+def _gate(agg: dict, key: str) -> float:
+    return agg[key]["gate_acc_mean"] if key in agg else float("nan")
+
+
 def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> list[Claim]:
-    o, f = agg["otgnet"], agg["tgn_ft"]
-    n = o["n"]
+    n = agg["otgnet"]["n"]
     common = {"seeds": n, "heterophily": st.high_heterophily}
-    d_ap = _paired(results, "otgnet", "tgn_ft", "ap")
-    d_af = _paired(results, "otgnet", "tgn_ft", "af")
     claims = [
-        Claim(
-            name="ap_vs_tgn_ft",
-            description=f"AP (average final accuracy, %) of OTGNet vs TGN fine-tuning, mean of {n} seeds; "
-            "target: the TGN fine-tuning AP of the same run",
-            measured=o["ap_mean"],
-            baseline=f["ap_mean"],
-            target=f["ap_mean"],
-            comparator=">=",
-            paper="OTGNet > TGN (Table 1)",
-            unit="%",
-            details={
-                **common,
-                "ap_std": o["ap_std"],
-                "baseline_std": f["ap_std"],
-                "paired_diff": _stat(d_ap),
-            },
+        _versus(
+            "ap_vs_tgn_ft",
+            "AP (average final accuracy, %) of OTGNet vs TGN fine-tuning",
+            "ap",
+            "otgnet",
+            "tgn_ft",
+            agg,
+            results,
+            "OTGNet > TGN (Table 1)",
+            "%",
+            common,
         ),
-        Claim(
-            name="af_vs_tgn_ft",
-            description=f"AF (average forgetting, points) of OTGNet vs TGN fine-tuning, mean of {n} seeds; "
-            "target: the TGN fine-tuning AF of the same run (lower is better)",
-            measured=o["af_mean"],
-            baseline=f["af_mean"],
-            target=f["af_mean"],
-            comparator="<=",
-            paper="OTGNet < TGN (Table 1)",
-            unit="pt",
-            details={
-                **common,
-                "af_std": o["af_std"],
-                "baseline_std": f["af_std"],
-                "paired_diff": _stat(d_af),
-            },
+        _versus(
+            "af_vs_tgn_ft",
+            "AF (average forgetting, points) of OTGNet vs TGN fine-tuning",
+            "af",
+            "otgnet",
+            "tgn_ft",
+            agg,
+            results,
+            "OTGNet < TGN (Table 1)",
+            "pt",
+            common,
         ),
     ]
     gain_hi = _paired(results, "otgnet", "otgnet_no_ib", "ap")
     gain_lo = _paired(results, "otgnet", "otgnet_no_ib", "ap", tag="low_h")
+    lo, hi = st.low_heterophily, st.high_heterophily
     claims.append(
         Claim(
             name="ib_gain_grows_with_heterophily",
             description=f"AP gain of the bottleneck (OTGNet minus OTGNet without it) at heterophily "
-            f"{st.high_heterophily} minus the gain at {st.low_heterophily} (points, mean of {n} seeds)",
+            f"{hi} minus the gain at {lo} (points, mean of {n} seeds)",
             measured=float(gain_hi.mean() - gain_lo.mean()),
             baseline=float(gain_lo.mean()),
             target=0.0,
             comparator=">=",
             paper="IB helps on heterophilous edges (Sec. 4.1, ablation)",
             unit="pt",
-            details={"gain_high": _stat(gain_hi), "gain_low": _stat(gain_lo)},
+            details={
+                "gain_high": _stat(gain_hi),
+                "gain_low": _stat(gain_lo),
+                # does heterophily hurt the model without the bottleneck at all?
+                "no_ib_ap_high": agg["otgnet_no_ib"]["ap_mean"],
+                "no_ib_ap_low": agg["low_h:otgnet_no_ib"]["ap_mean"],
+                # % of scored test nodes whose (pseudo-)label at the gate is right
+                "gate_acc_high": _gate(agg, "otgnet"),
+                "gate_acc_low": _gate(agg, "low_h:otgnet"),
+                **_oracle_gate_gains(results, agg),
+            },
         )
     )
-    d_rep = _paired(results, "otgnet", "otgnet_random_edges", "ap")
+    rnd = agg["otgnet_random_edges"]
     claims.append(
-        Claim(
-            name="triad_vs_random_replay",
-            description=f"AP of OTGNet with triad replay vs OTGNet with random event replay at the same "
-            f"budget (%, mean of {n} seeds); target: the random-replay AP of the same run",
-            measured=o["ap_mean"],
-            baseline=agg["otgnet_random_edges"]["ap_mean"],
-            target=agg["otgnet_random_edges"]["ap_mean"],
-            comparator=">=",
-            paper="triad replay > random replay (ablation)",
-            unit="%",
-            details={
-                "paired_diff": _stat(d_rep),
+        _versus(
+            "triad_vs_random_replay",
+            "AP (%) of OTGNet with triad replay vs OTGNet with random event replay at the same "
+            "budget (as many replayed events as triad selection stores)",
+            "ap",
+            "otgnet",
+            "otgnet_random_edges",
+            agg,
+            results,
+            "triad replay > random replay (ablation)",
+            "%",
+            {
+                "buffer_events": _buffers(results, "otgnet"),
+                "random_buffer_events": _buffers(results, "otgnet_random_edges"),
+                "random_af": rnd["af_mean"],
                 "random_triads_ap": agg["otgnet_random_triads"]["ap_mean"],
                 "random_triads_paired_diff": _stat(
                     _paired(results, "otgnet", "otgnet_random_triads", "ap")
                 ),
-                "tgn_random_replay_ap": agg["tgn_random_replay"]["ap_mean"],
-                "tgn_random_replay_af": agg["tgn_random_replay"]["af_mean"],
+                **{
+                    f"tgn_random_replay_{k}": agg["tgn_random_replay"][f"{k}_mean"]
+                    for k in ("ap", "af")
+                    if "tgn_random_replay" in agg
+                },
             },
         )
     )
@@ -256,7 +303,7 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
                 description="AP of OTGNet with the official label-routed (task-identity oracle) head: "
                 "how much the oracle inflates AP over the class-incremental head",
                 measured=agg["otgnet_oracle_head"]["ap_mean"],
-                baseline=o["ap_mean"],
+                baseline=agg["otgnet"]["ap_mean"],
                 target=None,
                 comparator="info",
                 unit="%",
@@ -264,3 +311,22 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
             )
         )
     return claims
+
+
+def _buffers(results: list[dict], system: str) -> float:
+    """Mean number of replayed events after the last buffer update, over seeds."""
+    v = [r["buffer_edges"][-1] for r in results if r["system"] == system and not r["tag"]]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _oracle_gate_gains(results: list[dict], agg: dict) -> dict:
+    """The same gains with the official gate (true labels of test nodes too), when it was run."""
+    if "otgnet_oracle_gate" not in agg or "low_h:otgnet_oracle_gate" not in agg:
+        return {}
+    hi = _paired(results, "otgnet_oracle_gate", "otgnet_no_ib", "ap")
+    lo = _paired(results, "otgnet_oracle_gate", "otgnet_no_ib", "ap", tag="low_h")
+    return {
+        "oracle_gate_gain_high": _stat(hi),
+        "oracle_gate_gain_low": _stat(lo),
+        "oracle_gate_difference": float(hi.mean() - lo.mean()),
+    }

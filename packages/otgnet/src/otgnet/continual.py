@@ -47,6 +47,7 @@ __all__ = [
 
 MODELS = ("otgnet", "tgn")
 REPLAYS = ("none", "triad", "random_triads", "random_edges")
+GATES = ("visible", "oracle")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ContinualConfig:
     influence_sign: str = "aligned"
     val_on: str = "seen"
     pseudo_labels: bool = True
+    gate: str = "visible"  # "oracle": the official behaviour, true labels of every node
     restore_triad_memory: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -99,6 +101,8 @@ class ContinualConfig:
             )
         if self.val_on not in ("seen", "current"):
             raise ValueError(f"val_on must be 'seen' or 'current', got {self.val_on!r}")
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as e:
@@ -119,6 +123,7 @@ class RunResult:
     epochs: list[int] = field(default_factory=list)
     buffer_edges: list[int] = field(default_factory=list)
     n_test_nodes: list[int] = field(default_factory=list)
+    gate_acc: list[float] = field(default_factory=list)  # see ContinualLearner.gate_accuracy
 
     @property
     def events_per_s(self) -> float:
@@ -221,13 +226,34 @@ class ContinualLearner:
 
     def gate_labels(self, task: int, finder: TemporalNeighborFinder) -> torch.Tensor:
         """Labels the bottleneck gate may compare after task ``task``: visible labels, plus k-NN
-        pseudo-labels for the nodes without one. Never reads a val/test node's label."""
+        pseudo-labels for the nodes without one. Never reads a val/test node's label, except with
+        the explicitly named ``gate="oracle"`` (the official code's behaviour: the true label of
+        every node of the tasks seen so far, test nodes included; a diagnostic, not a learner)."""
+        if self.config.gate == "oracle":
+            nt = self.split.node_task
+            seen = (nt >= 0) & (nt <= task)
+            return torch.from_numpy(np.where(seen, self.graph.node_label, -1).astype(np.int64))
         vis = self.split.visible_labels(self.graph, task)
         if self.config.pseudo_labels and self.config.model == "otgnet":
             unknown = np.flatnonzero((vis < 0) & (self.split.node_task >= 0))
             pl = pseudo_labels(vis, finder, unknown, self.model_config.knn)
             vis = np.where(vis >= 0, vis, pl)
         return torch.from_numpy(vis)
+
+    def gate_accuracy(self, task: int | None = None) -> list[float]:
+        """Diagnostic (reads test labels only to score): % of each seen task's test nodes whose
+        gate label after task ``task`` (a k-NN pseudo-label: test nodes have no visible label)
+        is their true class. A wrong one makes the bottleneck strip the node's same-class
+        neighbours and pass its other-class ones in full. Empty for models without a gate."""
+        task = self.task if task is None else task
+        if self.config.model != "otgnet" or task < 0:
+            return []
+        gl = self.gate_labels(task, self._eval_finder(task)).numpy()
+        out = []
+        for nodes in self.split.test_nodes[: task + 1]:
+            ok = gl[nodes] == self.graph.node_label[nodes]
+            out.append(100.0 * float(ok.mean()) if len(nodes) else float("nan"))
+        return out
 
     def _predict(self, logits: torch.Tensor, nodes: torch.Tensor, n_seen: int) -> torch.Tensor:
         lg = logits[:, :n_seen]
@@ -412,6 +438,7 @@ class ContinualLearner:
             epochs=epochs,
             buffer_edges=buf,
             n_test_nodes=[len(x) for x in self.split.test_nodes],
+            gate_acc=self.gate_accuracy() if self.task >= 0 else [],
         )
 
     # ------------------------------------------------------------------ replay buffer
@@ -437,20 +464,48 @@ class ContinualLearner:
         return h, p, y.to(p.device), n
 
     def _update_buffer(self, task: int, finder, gl) -> int:
+        """Add task ``task``'s replay set to the buffer; returns the number of events added.
+
+        ``random_edges`` draws uniformly from the task's train events exactly as many events as
+        triad selection (importance + diversity, under the same model) stores for this task, so
+        the two replays compare at an equal budget of replayed events."""
+        cfg = self.config
+        sel = self._select_triads(task, finder, gl, randomly=cfg.replay == "random_triads")
+        if cfg.replay == "random_edges":
+            train_e = self.split.train_edges[task]
+            budget = min(len(sel["edges"]), len(train_e))
+            pick = self.rng.choice(train_e, budget, replace=False) if budget else train_e[:0]
+            self.buffer.add(pick)
+            return len(pick)
+        if not len(sel["edges"]):
+            return 0
+        self.buffer.add(
+            sel["edges"],
+            sel["pos"],
+            sel["neg"],
+            sel["nodes"] if sel["snapshot"] is not None else None,
+            sel["snapshot"],
+            n_triads=sel["n_triads"],
+        )
+        return len(sel["edges"])
+
+    def _select_triads(self, task: int, finder, gl, randomly: bool = False) -> dict:
+        """Triads of task ``task`` (per class, ``mem_size`` closed and ``mem_size`` open ones), by
+        greedy importance + diversity (Sec. 4.2) or, with ``randomly``, uniformly. Returns their
+        distinct events, pattern pairs, nodes and the nodes' memory snapshot."""
         cfg, g, sp = self.config, self.graph, self.split
         c0, c1 = task * sp.config.n_class, (task + 1) * sp.config.n_class
         train_e = sp.train_edges[task]
-        if cfg.replay == "random_edges":
-            budget = 4 * cfg.mem_size * sp.config.n_class
-            pick = self.rng.choice(train_e, min(budget, len(train_e)), replace=False)
-            self.buffer.add(pick)
-            return len(pick)
-        h, p, y, n = self._task_pass(task, finder, gl)
-        if self.head == "task_il_oracle":
-            h = h.new_zeros(len(h), 1)  # importance not defined over routed heads: uniform
-        scores = head_gradient_scores(h, p, y).cpu().numpy()
-        imp = node_importance(n.cpu().numpy(), scores, g.num_nodes, cfg.influence_sign)
         mem = self.model.memory.emb if isinstance(self.model, OTGNet) else None
+        imp = None
+        if not randomly:
+            h, p, y, n = self._task_pass(task, finder, gl)
+            if self.head == "task_il_oracle":
+                h = h.new_zeros(len(h), 1)  # importance not defined over routed heads: uniform
+            scores = head_gradient_scores(h, p, y).cpu().numpy()
+            imp = node_importance(n.cpu().numpy(), scores, g.num_nodes, cfg.influence_sign)
+        elif mem is not None:
+            self._task_pass(task, finder, gl)  # the memory the snapshot keeps
         added_edges, pos, neg, tri_nodes, n_tri = [], [], [], [], 0
         ls, ld = g.label_src[train_e], g.label_dst[train_e]
         for c in range(c0, c1):
@@ -467,7 +522,7 @@ class ContinualLearner:
                 sub = tri.take(np.flatnonzero(tri.closed == closed))
                 if len(sub) == 0:
                     continue
-                if cfg.replay == "random_triads":
+                if imp is None:
                     sel = self.rng.choice(len(sub), min(cfg.mem_size, len(sub)), replace=False)
                 else:
                     importance = imp[sub.nodes].mean(1)
@@ -484,20 +539,20 @@ class ContinualLearner:
                 ends = chosen.nodes[:, [0, 2]]
                 (pos if closed else neg).append(ends)
                 tri_nodes.append(chosen.nodes.ravel())
-        if not added_edges:
-            return 0
-        edges = np.unique(np.concatenate(added_edges))
-        nodes = np.unique(np.concatenate(tri_nodes))
-        snap = mem[torch.from_numpy(nodes).to(mem.device)].clone() if mem is not None else None
-        self.buffer.add(
-            edges,
-            np.concatenate(pos) if pos else None,
-            np.concatenate(neg) if neg else None,
-            nodes if snap is not None else None,
-            snap,
-            n_triads=n_tri,
-        )
-        return len(edges)
+        empty = np.zeros(0, np.int64)
+        edges = np.unique(np.concatenate(added_edges)) if added_edges else empty
+        nodes = np.unique(np.concatenate(tri_nodes)) if tri_nodes else empty
+        snap = None
+        if mem is not None and len(nodes):
+            snap = mem[torch.from_numpy(nodes).to(mem.device)].clone()
+        return {
+            "edges": edges,
+            "pos": np.concatenate(pos) if pos else None,
+            "neg": np.concatenate(neg) if neg else None,
+            "nodes": nodes,
+            "snapshot": snap,
+            "n_triads": n_tri,
+        }
 
 
 def _last_occurrence(ids: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,11 @@ Systems (all on the same graph and split, per seed):
 | ``otgnet`` | OTGNet (bottleneck, class-IL head, pseudo-labels) | triads, importance + diversity |
 | ``otgnet_no_ib`` | OTGNet without the bottleneck (full messages across classes) | triads |
 | ``otgnet_random_triads`` | OTGNet | triads chosen uniformly at random |
-| ``otgnet_random_edges`` | OTGNet | uniformly drawn events, the triad budget (4 per class and ``mem_size``) |
+| ``otgnet_random_edges`` | OTGNet | uniformly drawn events, as many as triad selection stores |
 | ``otgnet_oracle_head`` | OTGNet with the official label-routed ``task_il_oracle`` head | triads |
+| ``otgnet_oracle_gate`` | OTGNet whose gate reads every node's true label (official; diagnostic) | triads |
 | ``tgn_ft`` | TGN (PyG ``TGNMemory`` + ``TransformerConv``), fine-tuned task after task | none |
-| ``tgn_random_replay`` | TGN | uniformly drawn events, same budget |
+| ``tgn_random_replay`` | TGN | uniformly drawn events, as many as triad selection stores |
 
 Seeds run in a ``ProcessPoolExecutor`` with the ``spawn`` start method, each worker capped to one
 torch thread (and one BLAS thread), so ``workers`` processes use ``workers`` cores.
@@ -38,6 +39,7 @@ SYSTEMS = (
     "otgnet_random_triads",
     "otgnet_random_edges",
     "otgnet_oracle_head",
+    "otgnet_oracle_gate",
     "tgn_ft",
     "tgn_random_replay",
 )
@@ -72,6 +74,7 @@ def system_configs(system: str, train: dict | None = None, model: dict | None = 
         "otgnet_random_triads": ({"model": "otgnet", "replay": "random_triads"}, {}),
         "otgnet_random_edges": ({"model": "otgnet", "replay": "random_edges"}, {}),
         "otgnet_oracle_head": ({"model": "otgnet", "replay": "triad"}, {"head": "task_il_oracle"}),
+        "otgnet_oracle_gate": ({"model": "otgnet", "replay": "triad", "gate": "oracle"}, {}),
         "tgn_ft": ({"model": "tgn", "replay": "none"}, {}),
         "tgn_random_replay": ({"model": "tgn", "replay": "random_edges"}, {}),
     }
@@ -157,6 +160,7 @@ def aggregate(results: Sequence[dict]) -> dict[str, dict]:
         ap = np.array([r["ap"] for r in rs])
         af = np.array([r["af"] for r in rs])
         eps = np.array([r["events_per_s"] for r in rs])
+        gate = [np.nanmean(r["gate_acc"]) for r in rs if r.get("gate_acc")]
         with warnings.catch_warnings():  # the upper triangle is NaN by construction
             warnings.simplefilter("ignore", RuntimeWarning)
             acc = np.nanmean(np.stack([np.asarray(r["acc"], float) for r in rs]), 0)
@@ -170,6 +174,7 @@ def aggregate(results: Sequence[dict]) -> dict[str, dict]:
             "ap": ap.tolist(),
             "af": af.tolist(),
             "events_per_s_mean": float(np.nanmean(eps)),
+            "gate_acc_mean": float(np.mean(gate)) if gate else float("nan"),
             "acc_mean": acc.tolist(),
         }
     return out

@@ -14,8 +14,10 @@ Events run in time order, task by task; a source ``v`` (a node of the current ta
 arrived) links, with probability ``triadic_closure``, to a same-class neighbour of a same-class
 neighbour it is not yet linked to (closing a triangle; when there is none it falls back to a
 homophilous link); otherwise, with probability ``heterophily``, to a node of an *older* class
-(another class of the same task in task 0), in the same community with probability
-``same_community``; otherwise to a node of its own class, same community with that probability.
+(another class of the same task in task 0); otherwise to a node of its own class. Every one of the
+three picks is in ``v``'s community with probability ``same_community`` (when it has a candidate
+there): triangles close more often between similar nodes, as in real graphs, so a closed triad's
+ends share a community more often than an open triad's (the structure the pattern loss learns).
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ def _pick(rng: np.random.Generator, pool: np.ndarray, comm: np.ndarray, q: int, 
 
 def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalGraph, dict]:
     """Generate ``(graph, latents)``. ``latents`` holds the ground truth: ``kind`` of each event
-    (HOMO / HETERO / CLOSURE), ``closure_attempt`` (the closure coin came up), ``community``,
+    (HOMO / HETERO / CLOSURE), ``closure_attempt`` (the closure coin came up),
+    ``closure_had_same`` / ``closure_had_other`` (a closure event had a candidate in / outside the
+    source's community), ``community``,
     ``arrival``, ``prototypes``, ``communities`` and the config."""
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(cfg.seed)
@@ -132,7 +136,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
     x = (latent @ rot.T).astype(np.float32)
 
     adj: list[set[int]] = [set() for _ in range(n)]
-    src, dst, ts, kind, attempt = [], [], [], [], []
+    src, dst, ts, kind, attempt, cl_same, cl_other = [], [], [], [], [], [], []
     by_class = [np.flatnonzero(label == c) for c in range(n_cls)]
     for k in range(cfg.n_task):
         nodes_k = np.flatnonzero(task_of == k)
@@ -145,6 +149,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
             v = int(rng.choice(avail))
             c, q = int(label[v]), int(comm[v])
             target, kd = None, HOMO
+            has_same = has_other = False
             coin_tc = rng.random() < cfg.triadic_closure
             if coin_tc:
                 cand = {
@@ -155,7 +160,11 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
                     if w != v and label[w] == c and w not in adj[v]
                 }
                 if cand:
-                    target, kd = int(rng.choice(sorted(cand))), CLOSURE
+                    cand_arr = np.fromiter(sorted(cand), np.int64, len(cand))
+                    in_q = comm[cand_arr] == q
+                    has_same, has_other = bool(in_q.any()), bool((~in_q).any())
+                    target = _pick(rng, cand_arr, comm, q, cfg.same_community)
+                    kd = CLOSURE
             if target is None and not coin_tc and rng.random() < cfg.heterophily:
                 if k > 0:
                     pool = np.flatnonzero(task_of < k)
@@ -176,6 +185,8 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
             ts.append(int(tau))
             kind.append(kd)
             attempt.append(coin_tc)
+            cl_same.append(has_same and kd == CLOSURE)
+            cl_other.append(has_other and kd == CLOSURE)
     graph = OpenTemporalGraph(
         np.array(src),
         np.array(dst),
@@ -188,6 +199,8 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
     latents = {
         "kind": np.array(kind),
         "closure_attempt": np.array(attempt),
+        "closure_had_same": np.array(cl_same, bool),
+        "closure_had_other": np.array(cl_other, bool),
         "community": comm,
         "arrival": arrival,
         "prototypes": protos,

@@ -1,8 +1,10 @@
-"""Model parts: neighbour finder, time encoding, memory, information bottleneck, OTGNet, TGN."""
+"""Model parts: neighbour finder, time encoding, memory, information bottleneck, the node
+classifier both models share, OTGNet, TGN."""
 
+from otgnet.nn.classifier import EdgeOutput, NodeClassifier
 from otgnet.nn.ib import MINE, CLUBSample, InformationBottleneck
 from otgnet.nn.memory import NodeMemory
-from otgnet.nn.model import HEADS, EdgeOutput, OTGNet, OTGNetConfig
+from otgnet.nn.model import HEADS, OTGNet, OTGNetConfig
 from otgnet.nn.neighbors import NeighborBatch, TemporalNeighborFinder
 from otgnet.nn.time_encoding import TimeEncoding
 
@@ -13,6 +15,7 @@ __all__ = [
     "EdgeOutput",
     "InformationBottleneck",
     "NeighborBatch",
+    "NodeClassifier",
     "NodeMemory",
     "OTGNet",
     "OTGNetConfig",

@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from otgnet.nn.classifier import EdgeOutput, NodeClassifier
 from otgnet.nn.ib import InformationBottleneck
 from otgnet.nn.memory import NodeMemory
 from otgnet.nn.neighbors import TemporalNeighborFinder
 from otgnet.nn.time_encoding import TimeEncoding
 
-__all__ = ["HEADS", "EdgeOutput", "OTGNet", "OTGNetConfig"]
+__all__ = ["HEADS", "OTGNet", "OTGNetConfig"]
 
 HEADS = ("class_il", "task_il_oracle")
 
@@ -75,37 +76,7 @@ class OTGNetConfig:
             raise ValueError("ib_cache must be >= 2 and ib_estimator_epochs >= 0")
 
 
-@dataclass
-class EdgeOutput:
-    """Per-endpoint outputs of one batch (``*_src`` and ``*_dst`` rows align with the events)."""
-
-    logits_src: torch.Tensor  # (B, num_classes_total)
-    logits_dst: torch.Tensor
-    mem_src: torch.Tensor  # updated memory, with gradient
-    mem_dst: torch.Tensor
-    hidden_src: torch.Tensor  # classifier hidden layer (input of the head)
-    hidden_dst: torch.Tensor
-
-
-def _register_edge_table(module: nn.Module, edge_attr: torch.Tensor | None) -> None:
-    """Edge features by event id; all-zero width-1 features when there are none (as official)."""
-    if edge_attr is None:
-        edge_attr = torch.zeros(1, 1)
-    edge_attr = torch.as_tensor(edge_attr, dtype=torch.float32)
-    if edge_attr.ndim != 2:
-        raise ValueError(f"edge_attr must be (E, Fe), got {tuple(edge_attr.shape)}")
-    module.register_buffer("edge_table", edge_attr.clone(), persistent=False)
-    module.has_edge_attr = edge_attr.shape[0] > 1 or bool(edge_attr.abs().sum() > 0)
-
-
-def edge_rows(module: nn.Module, eid: torch.Tensor) -> torch.Tensor:
-    """Edge features of events ``eid`` (zeros when the graph has none)."""
-    if not module.has_edge_attr:
-        return module.edge_table.new_zeros(len(eid), module.edge_table.shape[1])
-    return module.edge_table[eid.to(module.edge_table.device)]
-
-
-class OTGNet(nn.Module):
+class OTGNet(NodeClassifier):
     """OTGNet over a fixed node table ``x`` (``(N, F)``) with ``num_classes`` classes in total.
 
     ``edge_attr`` (``(E, Fe)``, indexed by event id) or ``None`` for featureless events.
@@ -119,29 +90,20 @@ class OTGNet(nn.Module):
         edge_attr: torch.Tensor | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         cfg = config or OTGNetConfig()
-        _register_edge_table(self, edge_attr)
-        edge_dim = self.edge_table.shape[1]
-        self.config = cfg
-        if x.ndim != 2:
-            raise ValueError(f"x must be (num_nodes, F), got {tuple(x.shape)}")
-        self.register_buffer("x", x.float().clone(), persistent=False)
-        n, f = x.shape
         d = cfg.emb_dim
-        fx = f if cfg.use_features else 0
-        self.num_classes = num_classes
+        super().__init__(x, num_classes, edge_attr, d, cfg.hidden, cfg.dropout, cfg.use_features)
+        self.config = cfg
+        n, f = self.x.shape
+        fx = f if self.use_features else 0
         self.memory = NodeMemory(n, d, init_seed=seed)
         self.W_f = nn.Linear(d + fx, d)
         self.time_enc = TimeEncoding(cfg.time_dim, cfg.time_learnable)
         self.W_q = nn.Linear(d, d, bias=False)
         self.W_k = nn.Linear(d + cfg.time_dim, d, bias=False)
         self.att = nn.Linear(2 * d, 1, bias=False)
-        self.W_e = nn.Linear(edge_dim, d)
+        self.W_e = nn.Linear(self.edge_dim, d)
         self.W_uc = nn.Linear(d + 2 * d + d, d)
-        self.W_c1 = nn.Linear(d + fx, cfg.hidden)
-        self.head = nn.Linear(cfg.hidden, num_classes)
-        self.drop = nn.Dropout(cfg.dropout)
         self.ib = InformationBottleneck(
             d, num_classes, cfg.ib_beta, cfg.ib_hidden, cfg.ib_lr, cfg.ib_cache, seed=seed
         )
@@ -157,16 +119,6 @@ class OTGNet(nn.Module):
 
     def detach(self) -> None:
         """Nothing to do: the memory table only ever stores detached values."""
-
-    def _node_input(self, mem: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        if self.config.use_features and self.x.shape[1]:
-            return torch.cat([mem, self.x[nodes]], -1)
-        return mem
-
-    def classify(self, mem: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(hidden, logits over all classes)`` for memory rows ``mem`` of ``nodes``."""
-        h = self.drop(F.relu(self.W_c1(self._node_input(mem, nodes))))
-        return h, self.head(h)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -187,7 +139,7 @@ class OTGNet(nn.Module):
         nb = finder.before(centres.cpu(), tc.cpu(), cfg.n_neighbors)
         nodes, mask = nb.nodes.to(dev), nb.mask.to(dev)
         mem = self.memory.emb
-        h_n = self.W_f(self._node_input(mem[nodes], nodes))  # (2B, k, d)
+        h_n = self.W_f(self.node_input(mem[nodes], nodes))  # (2B, k, d)
         gl = gate_labels.to(dev)
         c_lab = gl[centres]
         if cfg.use_ib:
@@ -200,7 +152,7 @@ class OTGNet(nn.Module):
                 h_n = h_n.masked_scatter(cross.unsqueeze(-1), self.ib.encode(flat))
         dt = (tc.to(dev).unsqueeze(1) - nb.times.to(dev)).clamp_min(0)
         hk = self.W_k(torch.cat([h_n, self.time_enc(dt).to(h_n.dtype)], -1))
-        h_c = self.W_f(self._node_input(mem[centres], centres))
+        h_c = self.W_f(self.node_input(mem[centres], centres))
         hq = self.W_q(h_c).unsqueeze(1).expand_as(hk)
         score = F.leaky_relu(self.att(self.drop(torch.cat([hq, hk], -1))).squeeze(-1), 0.2)
         score = score.masked_fill(~mask, float("-inf"))
@@ -220,7 +172,7 @@ class OTGNet(nn.Module):
                 msg_s = torch.where(ce, self.ib.encode(msg_s), msg_s)
                 msg_d = torch.where(ce, self.ib.encode(msg_d), msg_d)
         h = torch.tanh(torch.cat([msg_s, msg_d], -1))
-        he = torch.tanh(self.W_e(edge_rows(self, eid)))
+        he = torch.tanh(self.W_e(self.edge_rows(eid)))
         new_s = torch.tanh(self.W_uc(torch.cat([mem[src.to(dev)], h, he], -1)))
         new_d = torch.tanh(self.W_uc(torch.cat([mem[dst.to(dev)], h, he], -1)))
         if write_memory:

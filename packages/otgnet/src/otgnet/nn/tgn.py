@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import TransformerConv
 from torch_geometric.nn.models.tgn import IdentityMessage, LastAggregator, TGNMemory
 
-from otgnet.nn.model import EdgeOutput, _register_edge_table, edge_rows
+from otgnet.nn.classifier import EdgeOutput, NodeClassifier
 from otgnet.nn.neighbors import TemporalNeighborFinder
 
 __all__ = ["TGNClassifier", "TGNConfig"]
@@ -49,7 +48,7 @@ class TGNConfig:
             raise ValueError("dropouts must lie in [0, 1)")
 
 
-class TGNClassifier(nn.Module):
+class TGNClassifier(NodeClassifier):
     """TGN node classifier with the same call signature as :class:`~otgnet.nn.model.OTGNet`."""
 
     def __init__(
@@ -60,15 +59,13 @@ class TGNClassifier(nn.Module):
         edge_attr: torch.Tensor | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         cfg = config or TGNConfig()
+        super().__init__(
+            x, num_classes, edge_attr, cfg.memory_dim, cfg.hidden, cfg.dropout, cfg.use_features
+        )
         self.config = cfg
-        self.num_classes = num_classes
-        self.register_buffer("x", x.float().clone(), persistent=False)
-        _register_edge_table(self, edge_attr)
-        n, f = x.shape
-        fx = f if cfg.use_features else 0
-        msg_dim = self.edge_table.shape[1]
+        n = self.x.shape[0]
+        msg_dim = self.edge_dim
         self.memory = TGNMemory(
             n,
             msg_dim,
@@ -84,9 +81,6 @@ class TGNClassifier(nn.Module):
             dropout=cfg.attn_dropout,
             edge_dim=msg_dim + cfg.time_dim,
         )
-        self.W_c1 = nn.Linear(cfg.memory_dim + fx, cfg.hidden)
-        self.head = nn.Linear(cfg.hidden, num_classes)
-        self.drop = nn.Dropout(cfg.dropout)
 
     def main_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())
@@ -96,13 +90,6 @@ class TGNClassifier(nn.Module):
 
     def detach(self) -> None:
         self.memory.detach()
-
-    def classify(self, z: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inp = (
-            torch.cat([z, self.x[nodes]], -1) if self.config.use_features and self.x.shape[1] else z
-        )
-        h = self.drop(F.relu(self.W_c1(inp)))
-        return h, self.head(h)
 
     def forward(
         self,
@@ -128,13 +115,13 @@ class TGNClassifier(nn.Module):
         x_dst, x_src = mem[inv[: 2 * b]], mem[inv[2 * b :]]
         rel_t = (tc.to(dev)[rows] - nb.times.to(dev)[mask]).float()
         e_attr = torch.cat(
-            [self.memory.time_enc(rel_t.unsqueeze(-1)), edge_rows(self, nb.eids.to(dev)[mask])], -1
+            [self.memory.time_enc(rel_t.unsqueeze(-1)), self.edge_rows(nb.eids.to(dev)[mask])], -1
         )
         edge_index = torch.stack([torch.arange(len(nbr), device=dev), rows])
         z = self.conv((x_src, x_dst), edge_index, e_attr)
         if write_memory:
             t_long = torch.round(t.double()).long().to(dev)
-            self.memory.update_state(src.to(dev), dst.to(dev), t_long, edge_rows(self, eid.to(dev)))
+            self.memory.update_state(src.to(dev), dst.to(dev), t_long, self.edge_rows(eid.to(dev)))
         hid, logits = self.classify(z, centres)
         return EdgeOutput(logits[:b], logits[b:], z[:b], z[b:], hid[:b], hid[b:])
 
