@@ -218,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("demo", help="synthetic data -> store -> BAHE vs naive, ~2 min")
-    p.add_argument("--steps", type=_positive_int, default=150)
-    p.add_argument("--behaviors", type=_positive_int, default=8, help="behaviours per family")
+    p.add_argument("--steps", type=_positive_int, default=200)
+    p.add_argument("--behaviors", type=_positive_int, default=4, help="behaviours per family")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("build-store", help="encode unique behaviours into a store (torchrun-able)")

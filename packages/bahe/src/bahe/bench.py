@@ -436,11 +436,11 @@ def run_bench(quick: bool = False, output: str | None = None) -> int:
     return 0
 
 
-def run_demo(steps: int = 150, behaviors: int = 8) -> int:
+def run_demo(steps: int = 200, behaviors: int = 4) -> int:
     """Synthetic data -> tiny BERT -> behaviour store -> BAHE and naive, side by side."""
     from shared import compare
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # tiny matrices: a second thread only adds sync cost (and spins under load)
     t0 = time.perf_counter()
     print(
         f"bahe demo: planted-topic data, 2 families x {behaviors} behaviours x 8 tokens; "
