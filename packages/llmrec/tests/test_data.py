@@ -107,6 +107,31 @@ def test_domain_mixing_keeps_only_target_domain_history(small_data):
     assert sum(int(m.sum()) for m in sub.values()) == d.n_users
 
 
+def test_min_history_zero_adds_exactly_the_empty_history_examples(small_data):
+    d = small_data
+    for mix in ("user", "domain"):
+        one = build_examples(d, "train", mix=mix)
+        zero = build_examples(d, "train", mix=mix, min_history=0)
+        empty = (zero.hist == 0).all(1)
+        assert not (one.hist == 0).all(1).any()
+        assert len(zero) - len(one) == int(empty.sum()) > 0
+        # the non-empty examples are the min_history=1 examples, in the same order
+        np.testing.assert_array_equal(zero.targets[~empty], one.targets)
+        np.testing.assert_array_equal(zero.hist[~empty], one.hist)
+    # user mix: one more example per user, the first item of the sequence
+    zero = build_examples(d, "train", min_history=0)
+    assert len(zero) == sum(len(s) - 2 for s in d.seqs)
+    first = (zero.hist == 0).all(1)
+    assert [int(t) for t in zero.targets[first]] == [int(s[0]) for s in d.seqs]
+    # domain mix: one empty example per (user, domain) whose first in-domain item is a
+    # training target; every mixing strategy then trains on the same targets
+    dom = build_examples(d, "train", mix="domain", min_history=0)
+    pairs = sorted(zip(dom.users, dom.targets, strict=True))
+    assert pairs == sorted(zip(zero.users, zero.targets, strict=True))
+    with pytest.raises(ValueError, match="min_history"):
+        build_examples(d, "train", min_history=2)
+
+
 def test_zero_shot_domain_never_in_training(small_data):
     d = small_data
     tr = build_examples(d, "train", exclude_domains=["home"])

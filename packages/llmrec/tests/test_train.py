@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -123,23 +125,19 @@ def _ddp_data():
     return prepare([generate(cfg)], PrepConfig(kcore=3))
 
 
-def _ddp_worker(d):
+_DDP_CFG = {"epochs": 1, "batch_size": 8, "max_steps": 2, "lr": 2e-3, "n_negatives": 4}
+
+
+def _ddp_worker(d, model_bytes):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
+    m = pickle.loads(model_bytes)
     tr = build_examples(d, "train")
     va = build_examples(d, "valid")
     vn = sample_eval_negatives(d, va.users, va.targets, 10)
-    m = _model(d)
     init = _params(m).clone()
-    res = fit(
-        m,
-        d,
-        tr,
-        TrainConfig(epochs=1, batch_size=16, max_steps=2, lr=2e-3),
-        valid=va,
-        valid_negatives=vn,
-    )
+    res = fit(m, d, tr, TrainConfig(**_DDP_CFG), valid=va, valid_negatives=vn)
     metrics = train_mod.validate(m, va, vn, d.item_domain)
     return {
         "rank": dist.get_rank(),
@@ -151,16 +149,61 @@ def _ddp_worker(d):
     }
 
 
-@pytest.mark.slow
-def test_ddp_two_real_processes(small_data):
+def _single_process_global_batch(d, world):
+    """Independent reference: one process, one model, the union of the ranks' batches (and
+    their negatives) as one global batch per step, the same AdamW groups and schedule."""
+    from llmrec.negatives import sample_train_negatives
+
+    cfg = TrainConfig(**_DDP_CFG)
+    tr = build_examples(d, "train")
+    m = _model(d)
+    decay = [p for n, p in m.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
+    rest = [p for n, p in m.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0}],
+        lr=cfg.lr,
+    )
+    perm = np.random.default_rng([cfg.seed, 0]).permutation(len(tr))
+    per_rank = len(perm) // world
+    shards = [perm[r::world][:per_rank] for r in range(world)]
+    m.train()
+    for step in range(cfg.max_steps):  # lr factor is 1 for both steps (warm-up 1, total 2)
+        sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        bs = [shards[r][sl] for r in range(world)]
+        negs = [
+            sample_train_negatives(
+                np.random.default_rng([cfg.seed, 0, r, step]),
+                tr.targets[bs[r]],
+                d.item_domain,
+                d.domain_items(),
+                cfg.n_negatives,
+            )
+            for r in range(world)
+        ]
+        b = np.concatenate(bs)
+        loss = m(tr.hist[b], tr.targets[b], np.concatenate(negs))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+        opt.step()
+    return m
+
+
+def test_ddp_two_processes_equal_single_process_on_the_global_batch():
+    """2 gloo ranks with batch B each == 1 process with the 2B-example global batch (gradients
+    averaged by DDP, clipped after the all-reduce); validation sums hits over the ranks."""
     d = _ddp_data()
-    out = spawn(_ddp_worker, 2, args=(d,), timeout_s=300)
-    a, b = out
+    # the model travels as plain pickle bytes (its tokenizer trained once, here): a module passed
+    # directly would go through torch's shared-memory reducer, and both ranks would step the
+    # same storage
+    a, b = spawn(_ddp_worker, 2, args=(d, pickle.dumps(_model(d))), timeout_s=240)
     assert a["steps"] == b["steps"] == 2
     np.testing.assert_array_equal(a["params"], b["params"])  # replicas stay identical
     assert not np.allclose(a["params"], a["init"])
+    ref = _single_process_global_batch(d, 2)
+    # Adam moves each weight by ~lr = 2e-3 per step: a wrong batch or gradient shows at once
+    np.testing.assert_allclose(a["params"], _params(ref).numpy(), rtol=0, atol=2e-5)
     assert a["valid"] == b["valid"]
-    # the all-reduced validation equals a single-process validation of the same weights
     va = build_examples(d, "valid")
     vn = sample_eval_negatives(d, va.users, va.targets, 10)
     m = _model(d)

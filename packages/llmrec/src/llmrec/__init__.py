@@ -30,7 +30,7 @@ from .schema import DataError, validate_interactions, validate_items
 from .synthetic import SynthConfig, generate
 from .train import FitResult, TrainConfig, fit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BACKBONES",

@@ -28,8 +28,10 @@ import torch
 from shared import Claim, compare, write_results
 
 from .backbones import BackboneSpec
+from .evaluate import evaluate
 from .experiment import make_setup, test_ranks, train_text_model
 from .metrics import rank_of_positive, recall_at_k
+from .mixing import build_examples
 from .model import ModelConfig
 from .negatives import sample_eval_negatives
 from .preprocess import PrepConfig, prepare
@@ -37,7 +39,7 @@ from .sasrec import SASRecConfig, train_sasrec
 from .synthetic import ZERO_SHOT_DOMAIN, SynthConfig, generate
 from .train import TrainConfig
 
-__all__ = ["run_bench"]
+__all__ = ["paired_bootstrap", "run_bench"]
 
 
 def _zero_shot_recall10(model, setup) -> float:
@@ -75,28 +77,84 @@ def _r10(ranks: torch.Tensor, mask: np.ndarray) -> float:
 
 
 def _settings(quick: bool) -> dict[str, Any]:
+    """Every text arm (user / domain mix, each single-domain model) gets the same step budget,
+    batch, learning-rate schedule and early stopping (``max_steps`` with enough epochs to reach
+    it: a single-domain model makes several passes over its smaller data)."""
     if quick:
         return {
             "synth": SynthConfig(
-                n_users=1000,
+                n_users=2000,
                 items_per_domain_topic=20,
                 cold_items_per_domain=6,
                 zero_shot_items_per_topic=3,
             ),
-            "train": TrainConfig(epochs=1, batch_size=64, lr=3e-3, eval_every=40, patience=3),
-            "sasrec": SASRecConfig(epochs=40),
+            "train": TrainConfig(
+                epochs=50, batch_size=64, lr=3e-3, max_steps=100, eval_every=50, patience=3
+            ),
+            # sequences have at most 14 events here, so 20 positions lose nothing
+            "sasrec": SASRecConfig(epochs=30, max_len=20),
             "minilm_steps": 4,
             "minilm_batch": 8,
             "encode_repeats": 3,
+            "bootstrap": 2000,
         }
     return {
         "synth": SynthConfig(n_users=6000, items_per_domain_topic=130),
-        "train": TrainConfig(epochs=6, batch_size=128, lr=1e-3, patience=3),
+        "train": TrainConfig(
+            epochs=100, batch_size=128, lr=1e-3, max_steps=1800, eval_every=150, patience=3
+        ),
         "sasrec": SASRecConfig(epochs=100),
         "minilm_steps": 200,
         "minilm_batch": 32,
         "encode_repeats": 5,
+        "bootstrap": 10000,
     }
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Paired bootstrap over users of ``mean(a) - mean(b)`` (per-user metric values of two
+    models on the same users): the difference, its 95 % interval and the share of resamples
+    in which ``a`` is below ``b``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError("a and b must be non-empty 1-D arrays of the same length")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    boot = d[idx].mean(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {
+        "n": len(d),
+        "diff": float(d.mean()),
+        "ci95_low": float(lo),
+        "ci95_high": float(hi),
+        "p_below": float((boot < 0).mean()),
+    }
+
+
+class _Stages:
+    """Wall and CPU seconds of each stage of the bench (in the results' ``meta``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+        self._name: str | None = None
+
+    def __call__(self, name: str) -> None:
+        self._close()
+        self._name, self._w, self._c = name, time.perf_counter(), time.process_time()
+
+    def _close(self) -> None:
+        if self._name is not None:
+            self.seconds[self._name] = {
+                "wall": round(time.perf_counter() - self._w, 2),
+                "cpu": round(time.process_time() - self._c, 2),
+            }
+            self._name = None
+
+    def done(self) -> dict[str, dict[str, float]]:
+        self._close()
+        return self.seconds
 
 
 def run_bench(
@@ -106,18 +164,27 @@ def run_bench(
     torch.set_num_threads(threads)
     s = _settings(quick)
     t_start = time.perf_counter()
+    stage = _Stages()
+    stage("data")
     inter, items = generate(replace(s["synth"], seed=seed))
     data = prepare([(inter, items)], PrepConfig(kcore=5))
     setup = make_setup(data, zero_shot=(ZERO_SHOT_DOMAIN,))
     g = setup.groups
     tiny = BackboneSpec("tiny-decoder", seed=seed)
     tcfg = replace(s["train"], seed=seed)
+    # every arm also trains on empty histories (the first item of each user's sequence, and under
+    # per-domain mixing the first item of each domain): a Diff user's per-domain history is
+    # empty at test time, so that input must not be one the model never saw in training
+    min_hist = 0
     meta: dict[str, Any] = {"data": data.stats, "quick": quick, "seed": seed}
 
     # ---- 1. user-mixed text model vs ID SASRec (same sequences), cold items
-    text_user, fit_user = train_text_model(setup, tiny, tcfg, mix="user")
+    stage("train_user_mix")
+    text_user, fit_user = train_text_model(setup, tiny, tcfg, mix="user", min_history=min_hist)
+    stage("eval_user_mix")
     cache = text_user.item_vectors()
     r_text = test_ranks(text_user, setup, item_vectors=cache)
+    stage("sasrec")
     sas = train_sasrec(data, replace(s["sasrec"], seed=seed))
     r_sas = test_ranks(sas, setup)
     cold = g["cold"] & g["trained_domains"]
@@ -141,39 +208,58 @@ def run_bench(
         )
     ]
 
-    # ---- 2. mixing strategies on the Diff subset
-    text_dom, fit_dom = train_text_model(setup, tiny, tcfg, mix="domain")
+    # ---- 2. mixing strategies on the Diff subset (same users, targets, negatives and budgets)
+    stage("train_domain_mix")
+    text_dom, fit_dom = train_text_model(setup, tiny, tcfg, mix="domain", min_history=min_hist)
     r_dom = test_ranks(text_dom, setup, mix="domain")
     r_single = torch.full((len(setup.test),), float("nan"), dtype=torch.float64)
     single_fits = {}
-    from .mixing import build_examples
-
     test_single = build_examples(data, "test", mix="domain", history_len=setup.history_len)
+    stage("train_single_domain")
     for dname in data.domains:
         if dname in setup.zero_shot:
             continue
-        m, f = train_text_model(setup, tiny, tcfg, mix="single", domain=dname)
-        single_fits[dname] = f.steps
+        m, f = train_text_model(setup, tiny, tcfg, mix="single", domain=dname, min_history=min_hist)
+        single_fits[dname] = {"steps": f.steps, "epochs": round(f.epochs_done, 2)}
         rows = np.flatnonzero(data.item_domain[setup.test.targets] == data.domain_index(dname))
-        sub = test_single.subset(rows)
-        from .evaluate import evaluate
-
-        res = evaluate(m, data, sub, negatives=setup.test_negatives[rows], groups={})
+        res = evaluate(
+            m, data, test_single.subset(rows), negatives=setup.test_negatives[rows], groups={}
+        )
         r_single[torch.as_tensor(rows)] = res["ranks"]
-    diff = g["diff"] & g["trained_domains"]
-    rd = {k: _r10(v, diff) for k, v in (("user", r_text), ("domain", r_dom), ("single", r_single))}
-    overall = {
-        k: _r10(v, g["trained_domains"])
-        for k, v in (("user", r_text), ("domain", r_dom), ("single", r_single))
-    }
+        del m
+    stage("mixing_stats")
+    trained = g["trained_domains"]
+    diff = g["diff"] & trained
+    arms = {"user": r_text, "domain": r_dom, "single": r_single}
+    hits = {k: (v[torch.as_tensor(diff)] < 10).numpy().astype(np.float64) for k, v in arms.items()}
+    rd = {k: float(h.mean()) for k, h in hits.items()}
+    dom_hist_empty = (test_single.hist[diff] == 0).all(1)
     mix_details = {
         "diff_recall@10": rd,
-        "overall_recall@10": overall,
-        "same_mix_diff_recall@10_user": {
-            k: _r10(r_text, g[k] & g["trained_domains"]) for k in ("same", "mix", "diff")
-        },
+        "diff_hits@10": {k: int(h.sum()) for k, h in hits.items()},
         "n_diff": int(diff.sum()),
+        "n_diff_with_empty_domain_history": int(dom_hist_empty.sum()),
+        "bootstrap_user_minus_domain": paired_bootstrap(
+            hits["user"], hits["domain"], s["bootstrap"], seed
+        ),
+        "bootstrap_domain_minus_single": paired_bootstrap(
+            hits["domain"], hits["single"], s["bootstrap"], seed
+        ),
+        "overall_recall@10": {k: _r10(v, trained) for k, v in arms.items()},
+        "same_mix_diff_recall@10": {
+            arm: {k: _r10(v, g[k] & trained) for k in ("same", "mix", "diff")}
+            for arm, v in arms.items()
+        },
+        "n_same_mix_diff": {k: int((g[k] & trained).sum()) for k in ("same", "mix", "diff")},
         "steps": {"user": fit_user.steps, "domain": fit_dom.steps, "single": single_fits},
+        "budget": {
+            "max_steps": tcfg.max_steps,
+            "batch_size": tcfg.batch_size,
+            "lr": tcfg.lr,
+            "eval_every": tcfg.eval_every,
+            "patience": tcfg.patience,
+            "min_history": min_hist,
+        },
     }
     claims += [
         Claim(
@@ -200,6 +286,7 @@ def run_bench(
     from shared.lm import minilm_available
 
     zs = g["zero_shot"]
+    stage("minilm")
     if minilm_available():
         mcfg = replace(
             tcfg,
@@ -218,6 +305,7 @@ def run_bench(
                 mcfg,
                 model_cfg=ModelConfig(pooling="mean"),
                 max_train_examples=n_ex,
+                validate=False,  # a fixed number of steps: no model selection
             )
             zs_r10[name] = _zero_shot_recall10(m, setup)
             del m
@@ -255,7 +343,7 @@ def run_bench(
         )
 
     # ---- 4. sampled vs full ranking; the official protocol's negatives
-    trained = g["trained_domains"]
+    stage("protocols")
     r_full_dom = test_ranks(text_user, setup, protocol="full", scope="domain", item_vectors=cache)
     r_full_all = test_ranks(text_user, setup, protocol="full", scope="all", item_vectors=cache)
     off = sample_eval_negatives(
@@ -299,6 +387,7 @@ def run_bench(
     ]
 
     # ---- 5. catalogue encoding: batched no-grad cache vs naive per-item encoding
+    stage("catalogue_encoding")
     model = text_user
     n_naive = 64
     naive_items = np.arange(1, min(n_naive, data.n_items) + 1)
@@ -334,6 +423,7 @@ def run_bench(
     )
     for c in claims:
         _log(c)
+    meta["stage_seconds"] = stage.done()
     meta["seconds"] = time.perf_counter() - t_start
     write_results("llmrec", claims, output, quick=quick, meta=meta)
     return claims

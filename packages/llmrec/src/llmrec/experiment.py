@@ -101,8 +101,12 @@ def train_text_model(
     model_cfg: ModelConfig | None = None,
     max_train_examples: int | None = None,
     desc: str | None = None,
+    min_history: int = 1,
+    validate: bool = True,
 ) -> tuple[LLMRec, FitResult]:
-    """Build a backbone, train LLM-Rec under ``mix`` with early stopping on the validation sample."""
+    """Build a backbone, train LLM-Rec under ``mix`` with early stopping on the validation sample
+    (``validate=False``: no validation, the last weights are kept). ``min_history`` is passed to
+    :func:`~llmrec.mixing.build_examples` (0 also trains on empty histories)."""
     d = setup.data
     train = build_examples(
         d,
@@ -111,13 +115,14 @@ def train_text_model(
         domain=domain,
         history_len=setup.history_len,
         exclude_domains=setup.zero_shot,
+        min_history=min_history,
     )
     if max_train_examples is not None and len(train) > max_train_examples:
         idx = np.random.default_rng(train_cfg.seed).choice(
             len(train), max_train_examples, replace=False
         )
         train = train.subset(np.sort(idx))
-    valid = setup.valid_for(mix, domain)
+    valid = setup.valid_for(mix, domain) if validate else None
     model = LLMRec(build_backbone(spec, d.titles), d.titles, model_cfg)
     res = fit(
         model,
@@ -125,7 +130,7 @@ def train_text_model(
         train,
         replace(train_cfg),
         valid=valid,
-        valid_negatives=setup.valid_negs_for(valid),
+        valid_negatives=None if valid is None else setup.valid_negs_for(valid),
         desc=desc or f"{spec.name} ({mix} mix{'' if domain is None else ', ' + domain})",
     )
     return model, res

@@ -8,8 +8,11 @@
   per domain).
 
 Leave-one-out (§4.1.1): the last item of each user's merged sequence is the test target, the
-second last the validation target; **every prefix** of the rest is a training example (a prefix
-needs at least one history item). Histories keep the most recent ``history_len`` items.
+second last the validation target; **every prefix** of the rest is a training example (by default
+a prefix needs at least one history item under the example's mixing strategy, ``min_history=1``;
+``min_history=0`` also keeps examples with an empty history, encoded from the special token alone,
+so that a per-domain model learns what to do for a user new to a domain). Histories keep the most
+recent ``history_len`` items.
 
 Evaluation examples are the same users and targets under every strategy (only the history
 differs), so results are comparable. Rule for an empty evaluation history (a "Diff" user under
@@ -58,12 +61,15 @@ def build_examples(
     history_len: int = 10,
     exclude_domains: Sequence[str] = (),
     users: np.ndarray | None = None,
+    min_history: int = 1,
 ) -> Examples:
     """Examples of ``split`` (``"train"``, ``"valid"``, ``"test"``) under ``mix``.
 
     ``exclude_domains`` (zero-shot domains): for the training split, examples whose target is in
     one of them are dropped and their items are removed from training histories.
     ``users`` restricts to those user indices (e.g. a validation sample).
+    ``min_history`` (training split only): the fewest history items an example needs (1, the
+    paper's prefixes; 0 keeps empty histories too, every position from the first one on).
     """
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
@@ -75,6 +81,8 @@ def build_examples(
         raise ValueError("domain= is only meaningful with mix='single'")
     if history_len < 1:
         raise ValueError(f"history_len must be >= 1, got {history_len}")
+    if min_history not in (0, 1):
+        raise ValueError(f"min_history must be 0 or 1, got {min_history}")
     dom_filter = data.domain_index(domain) if domain is not None else None
     excl = {data.domain_index(x) for x in exclude_domains}
     idom = data.item_domain
@@ -84,7 +92,7 @@ def build_examples(
         s = data.seqs[u]
         L = len(s)
         if split == "train":
-            positions = range(1, L - 2)
+            positions = range(L - 2)  # the history-length rule is applied below
         elif split == "valid":
             positions = (L - 2,)
         else:
@@ -101,7 +109,7 @@ def build_examples(
                 h = h[idom[h] == td]
             if split == "train" and excl:
                 h = h[~np.isin(idom[h], list(excl))]
-            if split == "train" and len(h) == 0:
+            if split == "train" and len(h) < min_history:
                 continue
             U.append(u)
             T.append(tgt)
