@@ -440,7 +440,8 @@ def run_demo(steps: int = 200, behaviors: int = 4) -> int:
     """Synthetic data -> tiny BERT -> behaviour store -> BAHE and naive, side by side."""
     from shared import compare
 
-    torch.set_num_threads(1)  # tiny matrices: a second thread only adds sync cost (and spins under load)
+    # tiny matrices: a second thread only adds sync cost (and spins under load)
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     print(
         f"bahe demo: planted-topic data, 2 families x {behaviors} behaviours x 8 tokens; "
