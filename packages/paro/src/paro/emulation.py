@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -269,14 +270,27 @@ def _job_train(a: dict[str, Any]) -> dict[str, Any]:
         )
     gen = torch.Generator().manual_seed(a["rank"])
     batches = [(torch.randn(8, 64, generator=gen), torch.randn(8, 64, generator=gen))] * accum
-    times: dict[str, list[float]] = {k: [] for k in engines}
+    steppers: dict[str, Any] = {
+        label: (lambda eng=eng: eng.train_step(batches, nn.functional.mse_loss))
+        for label, eng in engines.items()
+    }
+    sizers: dict[str, Any] = {
+        label: (lambda eng=eng: sum(eng.state_bytes().values())) for label, eng in engines.items()
+    }
+    errors: dict[str, str] = {}
+    for name in spec.get("baselines", []):
+        try:
+            steppers[name], sizers[name] = _BASELINES[name](a, width, accum, batches)
+        except Exception as e:  # a baseline that cannot run is reported, never hidden
+            errors[name] = f"{type(e).__name__}: {e}"[-600:]
+    times: dict[str, list[float]] = {k: [] for k in steppers}
     link: dict[str, int] = {}
     for rep in range(int(spec["repeats"]) + 1):
-        for label, eng in engines.items():
+        for label, step in steppers.items():
             dist.barrier()
             tx0 = _tx_bytes(a["dev"])
             t0 = time.perf_counter()
-            eng.train_step(batches, nn.functional.mse_loss)
+            step()
             dist.barrier()
             dt = time.perf_counter() - t0
             if rep == 0:
@@ -284,7 +298,152 @@ def _job_train(a: dict[str, Any]) -> dict[str, Any]:
             else:
                 times[label].append(dt)
     numel = sum(p.numel() for p in next(iter(engines.values())).module.parameters())
-    return {"times": times, "link_tx_bytes": link, "numel": numel}
+    state_bytes = {label: int(size()) for label, size in sizers.items()}  # after the first step
+    return {
+        "times": times,
+        "link_tx_bytes": link,
+        "numel": numel,
+        "state_bytes": state_bytes,
+        "baseline_errors": errors,
+    }
+
+
+def _mlp(width: int):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(64, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 64)
+    )
+
+
+def _baseline_ddp(a: dict[str, Any], width: int, accum: int, batches: list) -> tuple[Any, int]:
+    """torch DDP, gradient all-reduce only on the last micro-step (``no_sync`` before)."""
+    import contextlib
+
+    import torch
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(_mlp(width))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        for i, (x, y) in enumerate(batches):
+            ctx = model.no_sync() if i < accum - 1 else contextlib.nullcontext()
+            with ctx:
+                (nn.functional.mse_loss(model(x), y) / accum).backward()
+        opt.step()
+        opt.zero_grad()
+
+    numel = sum(p.numel() for p in model.parameters())
+    return step, lambda: 16 * numel  # fp32 params + grads + Adam m, v
+
+
+def _fsdp2(a: dict[str, Any], width: int, accum: int, batches: list, hsdp: bool):
+    import torch
+    from torch import nn
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    m, world = a["m"], a["world"]
+    if hsdp:
+        mesh = init_device_mesh("cpu", (world // m, m), mesh_dim_names=("replicate", "shard"))
+    else:
+        mesh = init_device_mesh("cpu", (world,))
+    model = _mlp(width)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        for i, (x, y) in enumerate(batches):
+            model.set_requires_gradient_sync(i == accum - 1)
+            (nn.functional.mse_loss(model(x), y) / accum).backward()
+        opt.step()
+        opt.zero_grad()
+
+    local = sum(p.to_local().numel() for p in model.parameters())
+    return step, lambda: 16 * local  # sharded fp32 params + grads + Adam m, v
+
+
+def _baseline_deepspeed(a: dict[str, Any], width: int, accum: int, batches: list):
+    """Real DeepSpeed ZeRO-3 with its default settings (fp32, CPU accelerator, gloo)."""
+    host, port = a["master"].removeprefix("tcp://").rsplit(":", 1)
+    os.environ.update(
+        {
+            "DS_ACCELERATOR": "cpu",
+            "RANK": str(a["rank"]),
+            "WORLD_SIZE": str(a["world"]),
+            "LOCAL_RANK": str(a["rank"] % a["m"]),
+            "LOCAL_SIZE": str(a["m"]),
+            "MASTER_ADDR": host,
+            "MASTER_PORT": port,
+        }
+    )
+    warnings.filterwarnings("ignore")
+    import deepspeed
+    import deepspeed.ops
+    from torch import nn
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo")
+    model = _mlp(width)
+    config = {
+        "train_micro_batch_size_per_gpu": batches[0][0].shape[0],
+        "gradient_accumulation_steps": accum,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+        "zero_optimization": {"stage": 3},
+        "steps_per_print": 10**9,
+    }
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=config
+    )
+
+    def step() -> None:
+        for x, y in batches:
+            loss = nn.functional.mse_loss(engine(x), y)
+            engine.backward(loss)
+            engine.step()
+
+    return step, lambda: _deepspeed_state_bytes(engine)
+
+
+def _deepspeed_state_bytes(engine: Any) -> int:
+    """Persistent per-rank model-state bytes of a ZeRO-3 engine (parameter partitions and
+    persisted small parameters, fp32 partitions, gradient partitions, optimizer state)."""
+    import torch
+
+    total = 0
+    for p in engine.module.parameters():
+        t = getattr(p, "ds_tensor", None)
+        if t is not None:
+            total += t.numel() * t.element_size()
+        if getattr(p, "ds_persist", False):
+            total += p.numel() * p.element_size()
+    opt = engine.optimizer
+    for flat in getattr(opt, "fp32_partitioned_groups_flat", []):
+        total += flat.numel() * flat.element_size()
+    grads = getattr(opt, "grad_partitions_flat_buffer", None)
+    if torch.is_tensor(grads):
+        total += grads.numel() * grads.element_size()
+    inner = getattr(opt, "optimizer", opt)
+    for st in inner.state.values():
+        for v in st.values():
+            if torch.is_tensor(v) and v.dim() > 0:
+                total += v.numel() * v.element_size()
+    return total
+
+
+_BASELINES = {
+    "DDP": _baseline_ddp,
+    "FSDP2": lambda a, w, acc, b: _fsdp2(a, w, acc, b, hsdp=False),
+    "FSDP2_HSDP": lambda a, w, acc, b: _fsdp2(a, w, acc, b, hsdp=True),
+    "DeepSpeed_ZeRO3": _baseline_deepspeed,
+}
 
 
 _JOBS = {"allreduce": _job_allreduce, "train": _job_train}

@@ -1,29 +1,21 @@
 """The PaRO-DP engine: one sharded data-parallel engine for every (p, g, os) strategy (paper §3.5).
 
-Flat buffers and the slice layout
----------------------------------
-Trainable parameters are flattened (in ``module.parameters()`` order) into one buffer padded to a
-multiple of ``n`` and cut into ``n`` blocks of ``b`` elements, one per owner rank. Rank
-``r = k·m + l`` (group ``k``, local index ``l``) owns *global* block ``r``; the *intra* (I) shard of
-local index ``l`` is the strided union of the blocks of ranks ``{l, l+m, l+2m, ...}`` — the layout
-of the official branch (dossier §3.5, §5.3). The buffer stores blocks in ``[l][k]`` order, so an
-I-shard and a G-shard are both contiguous slices and every switch between them is a single
-inter-group collective (reduce-scatter I→G, all-gather G→I) over the ranks that share ``l``.
+The engine is the composition of four small parts (torchtitan style):
 
-One micro-step (:meth:`ParoDataParallel.forward` + :meth:`ParoDataParallel.backward`):
+- :mod:`paro.gathering` — :class:`~paro.gathering.ParameterBuffer`: the p-level parameter shard,
+  t_param gathers and releases, the module's parameters as safe views (:mod:`paro.views`);
+- :mod:`paro.reduction` — :class:`~paro.reduction.GradientReducer`: t_gradient per micro-step and
+  t_syncg at the boundary;
+- :mod:`paro.sharded_optim` — :class:`~paro.sharded_optim.ShardedOptimizer`: the update of the
+  os-level slice (an alias of the parameter shard), t_syncp, unused parameters;
+- :mod:`paro.checkpoint` — sharded and full checkpoints, resharding.
 
-- ``p``: N keeps the full buffer; I all-gathers the I-shards inside the group; G all-gathers across
-  groups, then inside the group (freed after forward and gathered again for backward when
-  ``reshard_after_forward``) — t_param.
-- ``g``: N accumulates the full gradient locally; I reduce-scatters it inside the group into an
-  accumulated I-shard; G reduce-scatters inside then across groups into a G-shard — t_gradient.
-
-At the accumulation boundary (:meth:`ParoDataParallel.step`): t_syncg brings the gradient to the
-optimizer-state level (N→N all-reduce, N→I intra RS + inter AR, N→G intra RS + inter RS, I→I inter
-AR, I→G inter RS), the gradient is averaged over ``n·A``, the wrapped torch optimizer updates its
-shard in place (the optimizer's parameter is an alias of the os-level slice of the parameter
-buffer), and t_syncp brings parameters back to their level (N←I intra AG, N←G inter+intra AG,
-I←G inter AG).
+One micro-step (:meth:`ParoDataParallel.forward` + :meth:`ParoDataParallel.backward`): gather the
+parameters to full (p: N keeps them full; I all-gathers inside the group; G across groups then
+inside), run forward (release after it when ``reshard_after_forward``), gather again for backward,
+let autograd write into a full gradient buffer, reduce it to the gradient level ``g``. At the
+boundary (:meth:`ParoDataParallel.step`): t_syncg to level ``os``, divide by ``n·A``, the wrapped
+optimizer's update, t_syncp back to level ``p``. Layout: :mod:`paro.layout`.
 
 Works with any ``nn.Module`` and any torch optimizer whose update is elementwise (SGD, Adam, AdamW,
 ...): the optimizer sees one flat parameter per buffer, as in ZeRO.
@@ -31,152 +23,67 @@ Works with any ``nn.Module`` and any torch optimizer whose update is elementwise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from paro.cost import GLOBAL_COMM, padded
-from paro.horing import hierarchical_all_reduce_, ho_ring_all_reduce_
+from paro import checkpoint as _ckpt
+from paro.cost import GLOBAL_COMM
+from paro.gathering import ParameterBuffer
+from paro.layout import all_reduce
+from paro.reduction import GradientReducer
+from paro.sharded_optim import OptimizerFactory, ShardedOptimizer
 from paro.strategy import Strategy
 from paro.topology import ParoGroups, build_groups
+from paro.views import is_sharded, set_grad
 
 __all__ = ["ParoDataParallel"]
 
-OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+_DIRECT_BACKWARD = (
+    "a gradient reached the output of a paro engine outside engine.backward(loss) (plain "
+    "loss.backward() or torch.autograd.grad): the engine must gather sharded parameters before "
+    "backward and reduce gradients after it. Run the forward again and call engine.backward(loss)."
+)
 
 
-def _free(t: torch.Tensor) -> None:
-    t.untyped_storage().resize_(0)
+def _output_tensors(out: Any) -> Iterator[torch.Tensor]:
+    stack, seen = [out], 0
+    while stack and seen < 10_000:
+        seen += 1
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            yield o
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
 
 
-def _alloc(t: torch.Tensor, numel: int) -> None:
-    storage = t.untyped_storage()
-    need = numel * t.element_size()
-    if storage.nbytes() != need:
-        storage.resize_(need)
-
-
-class _FlatBuffer:
-    """One flat buffer of parameters (trainable or frozen) with its p-level persistent shard."""
-
-    def __init__(self, params: list[nn.Parameter], level: str, pg: ParoGroups) -> None:
-        self.params = params
-        self.level = level
-        self.pg = pg
-        topo = pg.topology
-        n, m, g = topo.n, topo.m, topo.g
-        self.numel = sum(p.numel() for p in params)
-        self.padded = padded(self.numel, n)
-        self.block = self.padded // n
-        dtypes = {p.dtype for p in params}
-        if len(dtypes) > 1:
-            raise ValueError(
-                f"all parameters of one buffer must share a dtype, got {sorted(map(str, dtypes))}; "
-                "cast the module (e.g. module.float()) before wrapping it"
-            )
-        self.dtype = params[0].dtype if params else torch.float32
-        device = params[0].device if params else torch.device("cpu")
-        full = torch.zeros(self.padded, dtype=self.dtype, device=device)
-        off = 0
-        with torch.no_grad():
-            for p in params:
-                full[off : off + p.numel()].copy_(p.detach().reshape(-1))
-                off += p.numel()
-        # same starting point on every rank (as DDP): rank 0's values
-        if n > 1:
-            dist.broadcast(full, src=0)
-        self.full = full
-        self.l, self.k = pg.local_rank, pg.group_index
-        self.m, self.g, self.n = m, g, n
-        ib = g * self.block  # I-shard length
-        if level == "N":
-            self.shard = full
-        elif level == "I":
-            self.shard = full[self.l * ib : (self.l + 1) * ib].clone()
-        else:
-            self.shard = self.i_view(full)[self.k * self.block : (self.k + 1) * self.block].clone()
-        self._bind(full)
-        self.gathered = level == "N"
-        if level != "N":
-            _free(self.full)
-
-    # ---- layout helpers: the buffer is [l][k][b]
-    def i_view(self, t: torch.Tensor) -> torch.Tensor:
-        """The I-shard (local index ``l``) of a full-size buffer ``t``."""
-        ib = self.g * self.block
-        return t[self.l * ib : (self.l + 1) * ib]
-
-    def i_parts(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """The ``m`` I-shards of a full buffer, in intra-group rank order."""
-        return list(t.view(self.m, self.g * self.block).unbind(0))
-
-    def g_parts(self, ishard: torch.Tensor) -> list[torch.Tensor]:
-        """The ``g`` G-blocks of an I-shard, in inter-group rank order."""
-        return list(ishard.view(self.g, self.block).unbind(0))
-
-    def rank_parts(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """The ``n`` G-blocks of a full buffer in global rank order (for flat collectives)."""
-        v = t.view(self.m, self.g, self.block)
-        return [v[r % self.m, r // self.m] for r in range(self.n)]
-
-    def _bind(self, full: torch.Tensor) -> None:
-        off = 0
-        for p in self.params:
-            p.data = full[off : off + p.numel()].view_as(p)
-            off += p.numel()
-
-    # ---- parameter gathering
-    def gather(self, global_comm: str) -> None:
-        if self.gathered or not self.params:
-            self.gathered = True
-            return
-        _alloc(self.full, self.padded)
-        pg = self.pg
-        if self.level == "I":
-            _all_gather(self.i_parts(self.full), self.shard, pg.intra, self.m)
-        elif global_comm == "flat":
-            _all_gather(self.rank_parts(self.full), self.shard, None, self.n)
-        else:
-            ishard = torch.empty(self.g * self.block, dtype=self.dtype, device=self.full.device)
-            _all_gather(self.g_parts(ishard), self.shard, pg.inter, self.g)
-            _all_gather(self.i_parts(self.full), ishard, pg.intra, self.m)
-        self.gathered = True
-
-    def release(self) -> None:
-        if self.level != "N" and self.gathered:
-            _free(self.full)
-            self.gathered = False
-
-
-def _all_gather(outs: list[torch.Tensor], inp: torch.Tensor, group: Any, size: int) -> None:
-    if size == 1:
-        outs[0].copy_(inp)
-        return
-    dist.all_gather(outs, inp.clone(), group=group)
-
-
-def _reduce_scatter(out: torch.Tensor, ins: list[torch.Tensor], group: Any, size: int) -> None:
-    if size == 1:
-        out.copy_(ins[0])
-        return
-    dist.reduce_scatter(out, ins, group=group)
-
-
-def _all_reduce(t: torch.Tensor, group: Any, size: int) -> None:
-    if size > 1:
-        dist.all_reduce(t, group=group)
+def _cast_inputs(obj: Any, dtype: torch.dtype) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return type(obj)({k: _cast_inputs(v, dtype) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_cast_inputs(v, dtype) for v in obj)
+    return obj
 
 
 class ParoDataParallel(nn.Module):
     """Sharded data parallelism under a PaRO strategy (paper §3, dossier §5.3).
 
     Args:
-        module: any ``nn.Module``; its parameters become views into the engine's flat buffers.
-        optimizer_factory: ``params -> torch.optim.Optimizer``; receives the os-level shard(s) as
-            flat parameters (elementwise optimizers only: SGD, Adam, AdamW, ...).
+        module: any ``nn.Module``; the engine takes over its parameters' storage (see
+            :mod:`paro.views` for what reading them between steps gives).
+        optimizer_factory: ``params -> torch.optim.Optimizer``; receives the os-level shard as one
+            flat parameter. Elementwise optimizers only (SGD, Adam, AdamW, ...); LBFGS, Adafactor,
+            SparseAdam and Muon are refused with the reason.
         strategy: ``"NIG"``, ``"IIG"``, ``"GGG"``, an alias (``"ZeRO-3"``) or a :class:`Strategy`.
         groups: the :class:`ParoGroups` (from :func:`paro.build_groups`); or give ``group_size``.
         group_size: ranks per group (``m``) when ``groups`` is not given.
@@ -186,10 +93,22 @@ class ParoDataParallel(nn.Module):
             collective over all ranks, as ZeRO/NCCL).
         reshard_after_forward: free gathered parameters after forward and gather again for
             backward (ZeRO-3/FSDP behaviour, two all-gathers per micro-step).
+        find_unused_parameters: as DDP's: trainable parameters that get no gradient on any rank in
+            a step keep their values and optimizer state (one small all-reduce of flags per step).
+            When False (default, as DDP), a parameter without a gradient in a micro-step is an
+            error that names it.
+        broadcast_buffers: as DDP's: module buffers (BatchNorm statistics) are broadcast from
+            rank 0 at every forward (one collective, only when the module has buffers).
+        assume_elementwise_optimizer: accept an optimizer class the engine does not know.
+        param_dtype: mixed precision (``torch.bfloat16``, or ``torch.float16`` where the device
+            supports it): parameters and gradients are kept, gathered and reduced in this dtype,
+            floating-point inputs are cast to it, and the optimizer updates a full-precision
+            master copy of its os-level slice (paper §3.3's 2 + 2 + 12 bytes per parameter with
+            Adam). ``None`` (default): the module's own dtype, no master copy.
 
-    Usage: ``loss = f(engine(x)); engine.backward(loss)`` for each micro-step, then
-    ``engine.step()`` after ``accum_steps`` of them. Gradients are averaged over ranks and
-    micro-steps (divided by ``n·A`` once).
+    Usage: ``loss = f(engine(x)); engine.backward(loss)`` for each micro-step, optionally
+    ``engine.clip_grad_norm_(max_norm)``, then ``engine.step()`` after ``accum_steps`` of them.
+    Gradients are averaged over ranks and micro-steps (divided by ``n·A`` once).
     """
 
     def __init__(
@@ -203,6 +122,10 @@ class ParoDataParallel(nn.Module):
         accum_steps: int = 1,
         global_comm: str = "hier",
         reshard_after_forward: bool = True,
+        find_unused_parameters: bool = False,
+        broadcast_buffers: bool = True,
+        assume_elementwise_optimizer: bool = False,
+        param_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.strategy = Strategy.parse(strategy)
@@ -210,6 +133,8 @@ class ParoDataParallel(nn.Module):
             raise ValueError(f"global_comm must be one of {GLOBAL_COMM}, got {global_comm!r}")
         if not isinstance(accum_steps, int) or accum_steps < 1:
             raise ValueError(f"accum_steps must be a positive int, got {accum_steps!r}")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         if groups is None:
             if group_size is None:
                 raise ValueError("give either groups (paro.build_groups) or group_size")
@@ -220,178 +145,262 @@ class ParoDataParallel(nn.Module):
             )
         if not callable(optimizer_factory):
             raise TypeError("optimizer_factory must be callable: params -> torch.optim.Optimizer")
+        if param_dtype is not None and (
+            not isinstance(param_dtype, torch.dtype) or not param_dtype.is_floating_point
+        ):
+            raise ValueError(
+                f"param_dtype must be a floating torch.dtype (torch.bfloat16), got {param_dtype!r}"
+            )
+        named = list(module.named_parameters())
+        if any(is_sharded(p) or getattr(p, "_paro_owner", None) is not None for _, p in named):
+            raise ValueError("the module's parameters already belong to a paro engine")
         self.module = module
         self.groups = groups
         self.topology = groups.topology
         self.accum_steps = accum_steps
         self.global_comm = global_comm
         self.reshard_after_forward = reshard_after_forward
+        self.find_unused_parameters = find_unused_parameters
+        self.broadcast_buffers = broadcast_buffers
+        self.param_dtype = param_dtype
         s = self.strategy
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        frozen = [p for p in module.parameters() if not p.requires_grad]
+        trainable = [(n, p) for n, p in named if p.requires_grad]
+        frozen = [(n, p) for n, p in named if not p.requires_grad]
         if not trainable:
             raise ValueError("the module has no trainable parameters (requires_grad=True)")
-        self._train = _FlatBuffer(trainable, s.p, groups)
-        self._frozen = _FlatBuffer(frozen, s.p, groups) if frozen else None
-        tb = self._train
-        # gradient buffers: the full one (views = param.grad) and the g-level accumulator
-        self._full_grad = torch.zeros(tb.padded, dtype=tb.dtype, device=tb.shard.device)
-        if s.g == "N":
-            self._grad = self._full_grad
-        else:
-            self._grad = self._full_grad.new_zeros(
-                tb.padded // (self.topology.m if s.g == "I" else self.topology.n)
+        self._train = ParameterBuffer(
+            [p for _, p in trainable], [n for n, _ in trainable], s.p, groups, str(s), param_dtype
+        )
+        self._frozen = (
+            ParameterBuffer(
+                [p for _, p in frozen], [n for n, _ in frozen], s.p, groups, str(s), param_dtype
             )
-        self._bind_grads()
-        if s.g != "N":
-            _free(self._full_grad)
-        # the optimizer's parameter: an alias of the os-level slice of the p-level buffer
-        # (kept out of nn.Module registration: it aliases the module's own parameters)
-        self._masters = [nn.Parameter(self._os_slice(tb), requires_grad=True)]
-        self.optimizer = optimizer_factory(list(self._masters))
-        if not isinstance(self.optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizer_factory returned {type(self.optimizer).__name__}, not a torch.optim.Optimizer"
-            )
+            if frozen
+            else None
+        )
+        self._reducer = GradientReducer(self._train, s, global_comm)
+        self._opt = ShardedOptimizer(
+            self._train, s, optimizer_factory, global_comm, assume_elementwise_optimizer
+        )
+        self.optimizer = self._opt.optimizer
+        self._masters = [self._opt.master]
+        for _, p in named:
+            p._paro_owner = True
+        self._used_micro = [False] * len(trainable)
+        self._used_step = [False] * len(trainable)
+        for i, (_, p) in enumerate(trainable):
+            p.register_post_accumulate_grad_hook(self._used_hook(i))
         self._micro = 0
+        self._synced: torch.Tensor | None = None
+        self._in_backward = False
+        self._broken: str | None = None
+        self.steps_done = 0
+        if self.topology.n > 1:
+            self._sync_buffers()
 
-    # ---- layout
-    def _os_slice(self, tb: _FlatBuffer) -> torch.Tensor:
-        s = self.strategy
-        b = tb.block
-        if s.os == s.p:
-            return tb.shard
-        if s.os == "I":  # p = N
-            return tb.i_view(tb.shard)
-        # os = G
-        ishard = tb.shard if s.p == "I" else tb.i_view(tb.shard)
-        return ishard[tb.k * b : (tb.k + 1) * b]
-
-    def _bind_grads(self) -> None:
-        off = 0
-        for p in self._train.params:
-            p.grad = self._full_grad[off : off + p.numel()].view_as(p)
-            off += p.numel()
-
-    # ---- micro-step
-    def _flat_buffers(self) -> list[_FlatBuffer]:
+    # ---- helpers
+    def _buffers_flat(self) -> list[ParameterBuffer]:
         return [self._train] + ([self._frozen] if self._frozen is not None else [])
 
+    def _used_hook(self, i: int) -> Callable[[torch.Tensor], None]:
+        def hook(_p: torch.Tensor) -> None:
+            self._used_micro[i] = True
+
+        return hook
+
+    def _grad_info(self, name: str) -> dict[str, str]:
+        return {
+            "name": name,
+            "strategy": str(self.strategy),
+            "level": self.strategy.g,
+            "hint": "use engine.clip_grad_norm_() / engine.full_gradients()",
+        }
+
+    def _set_grads(self, views: list[torch.Tensor] | None, placeholder: bool = False) -> None:
+        tb = self._train
+        for i, p in enumerate(tb.params):
+            if placeholder:
+                set_grad(p, None, self._grad_info(tb.names[i]))
+            else:
+                set_grad(p, None if views is None else views[i])
+
+    def _gather(self) -> None:
+        for buf in self._buffers_flat():
+            buf.gather(self.global_comm)
+
+    def _release(self) -> None:
+        for buf in self._buffers_flat():
+            buf.release()
+
+    def _sync_buffers(self) -> None:
+        bufs = [b for b in self.module.buffers() if b.numel() > 0]
+        if not self.broadcast_buffers or self.topology.n == 1 or not bufs:
+            return
+        for b in bufs:
+            dist.broadcast(b.data, src=0)
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise RuntimeError(self._broken)
+
+    def _require_boundary(self, what: str) -> None:
+        self._check_usable()
+        if self._micro != 0 or self._synced is not None:
+            raise RuntimeError(
+                f"{what} is only possible between steps: {self._micro} micro-step(s) of the "
+                "current step are accumulated; call engine.step() (or engine.zero_grad() to "
+                "drop them) first"
+            )
+
+    def _guard_hook(self, grad: torch.Tensor) -> None:
+        if not self._in_backward:
+            raise RuntimeError(_DIRECT_BACKWARD)
+
+    # ---- micro-step
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the wrapped module (gathering sharded parameters first, t_param)."""
-        for buf in self._flat_buffers():
-            buf.gather(self.global_comm)
-        out = self.module(*args, **kwargs)
-        if self.reshard_after_forward and torch.is_grad_enabled():
-            for buf in self._flat_buffers():
-                buf.release()
+        self._check_usable()
+        self._sync_buffers()
+        if self.param_dtype is not None:
+            args, kwargs = _cast_inputs((args, kwargs), self.param_dtype)
+        self._gather()
+        try:
+            out = self.module(*args, **kwargs)
+        finally:
+            if not torch.is_grad_enabled() or self.reshard_after_forward:
+                self._release()
+        if torch.is_grad_enabled():
+            for t in _output_tensors(out):
+                if t.requires_grad and t.grad_fn is not None:
+                    t.register_hook(self._guard_hook)
         return out
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of one micro-step, then the gradient reduction of the g level (t_gradient)."""
+        self._check_usable()
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise TypeError(
+                "engine.backward(loss) needs a tensor computed from engine(x) with grad enabled "
+                f"(got {type(loss).__name__}{'' if not isinstance(loss, torch.Tensor) else ' without grad'})"
+            )
+        if loss.numel() != 1:
+            raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
+        if self._synced is not None:
+            raise RuntimeError(
+                "clip_grad_norm_() already ran for this step: call step() before the next backward"
+            )
         if self._micro >= self.accum_steps:
             raise RuntimeError(
                 f"{self._micro} micro-steps already done with accum_steps={self.accum_steps}: "
                 "call step() first"
             )
-        for buf in self._flat_buffers():
-            buf.gather(self.global_comm)
-        s, tb, pg = self.strategy, self._train, self.groups
-        if s.g != "N":
-            _alloc(self._full_grad, tb.padded)
-            self._full_grad.zero_()
-        # (re)bind .grad to the flat buffer: a user's zero_grad(set_to_none=True) drops the views
-        self._bind_grads()
-        loss.backward()
-        for buf in self._flat_buffers():
-            buf.release()
-        if s.g == "I":
-            tmp = torch.empty_like(self._grad)
-            _reduce_scatter(tmp, tb.i_parts(self._full_grad), pg.intra, tb.m)
-            self._grad.add_(tmp)
-            _free(self._full_grad)
-        elif s.g == "G":
-            tmp = torch.empty_like(self._grad)
-            if self.global_comm == "flat":
-                _reduce_scatter(tmp, tb.rank_parts(self._full_grad), None, tb.n)
-            else:
-                ishard = self._full_grad.new_empty(tb.g * tb.block)
-                _reduce_scatter(ishard, tb.i_parts(self._full_grad), pg.intra, tb.m)
-                _reduce_scatter(tmp, tb.g_parts(ishard), pg.inter, tb.g)
-            self._grad.add_(tmp)
-            _free(self._full_grad)
+        self._gather()
+        views = self._reducer.begin_micro()
+        self._set_grads(views)
+        self._used_micro = [False] * len(self._used_micro)
+        self._in_backward = True
+        try:
+            loss.backward()
+            unused = [i for i, u in enumerate(self._used_micro) if not u]
+            if unused and not self.find_unused_parameters:
+                names = [self._train.names[i] for i in unused]
+                raise RuntimeError(
+                    f"trainable parameters received no gradient in this micro-step: {names}. "
+                    "Pass find_unused_parameters=True to ParoDataParallel (as with DDP) to leave "
+                    "them unchanged, or freeze them (requires_grad=False) before wrapping"
+                )
+        except BaseException:
+            self._in_backward = False
+            self._set_grads(None)
+            self._release()
+            self._reducer.abort_micro()
+            self._broken = (
+                "an exception interrupted engine.backward(); this step's accumulated gradient is "
+                "undefined: call engine.zero_grad() to drop the step and continue"
+            )
+            raise
+        self._in_backward = False
+        self._set_grads(None, placeholder=True)
+        self._release()
+        self._reducer.end_micro()
+        self._used_step = [a or b for a, b in zip(self._used_step, self._used_micro, strict=True)]
         self._micro += 1
 
     # ---- boundary
-    def _sync_grads(self) -> torch.Tensor:
-        """t_syncg: bring the accumulated gradient to the optimizer-state level."""
-        s, tb, pg = self.strategy, self._train, self.groups
-        m, g, n = tb.m, tb.g, tb.n
-        key = s.g + s.os
-        grad = self._grad
-        if key == "NN":
-            if self.global_comm == "flat":
-                _all_reduce(grad, None, n)
-            elif self.global_comm == "horing":
-                if n > 1:
-                    ho_ring_all_reduce_(grad, self.topology)
-            else:
-                hierarchical_all_reduce_(grad, pg)
-            return grad
-        if key in ("NI", "NG"):
-            if key == "NG" and self.global_comm == "flat":
-                out = grad.new_empty(tb.block)
-                _reduce_scatter(out, tb.rank_parts(grad), None, n)
-                return out
-            ishard = grad.new_empty(g * tb.block)
-            _reduce_scatter(ishard, tb.i_parts(grad), pg.intra, m)
-            if key == "NI":
-                _all_reduce(ishard, pg.inter, g)
-                return ishard
-            out = grad.new_empty(tb.block)
-            _reduce_scatter(out, tb.g_parts(ishard), pg.inter, g)
-            return out
-        if key == "II":
-            _all_reduce(grad, pg.inter, g)
-            return grad
-        if key == "IG":
-            out = grad.new_empty(tb.block)
-            _reduce_scatter(out, tb.g_parts(grad), pg.inter, g)
-            return out
-        return grad  # GG
+    def _synced_grad(self) -> torch.Tensor:
+        if self._synced is None:
+            grad = self._reducer.sync_to_os()
+            grad.div_(self.topology.n * self.accum_steps)
+            self._synced = grad
+        return self._synced
 
-    def _sync_params(self) -> None:
-        """t_syncp: bring updated parameters from the optimizer-state level back to the p level."""
-        s, tb, pg = self.strategy, self._train, self.groups
-        key = s.p + s.os
-        if key == "NI":
-            _all_gather(tb.i_parts(tb.full), tb.i_view(tb.full), pg.intra, tb.m)
-        elif key == "NG":
-            block = self._masters[0].data
-            if self.global_comm == "flat":
-                _all_gather(tb.rank_parts(tb.full), block, None, tb.n)
-            else:
-                ishard = tb.i_view(tb.full)
-                _all_gather(tb.g_parts(ishard), block, pg.inter, tb.g)
-                _all_gather(tb.i_parts(tb.full), ishard, pg.intra, tb.m)
-        elif key == "IG":
-            _all_gather(tb.g_parts(tb.shard), self._masters[0].data, pg.inter, tb.g)
+    def _require_full_step(self, what: str) -> None:
+        self._check_usable()
+        if self._micro != self.accum_steps:
+            raise RuntimeError(
+                f"{what} after {self._micro} micro-steps, expected accum_steps={self.accum_steps} "
+                "(call engine(x) and engine.backward(loss) that many times first)"
+            )
+
+    def clip_grad_norm_(
+        self, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    ) -> torch.Tensor:
+        """Clip the step's averaged gradient by its global norm across all shards (collective).
+
+        Same result as ``torch.nn.utils.clip_grad_norm_`` on DDP's gradients: total norm over
+        all trainable parameters, ``coef = min(1, max_norm / (norm + 1e-6))``. Call it after the
+        step's last :meth:`backward`, before :meth:`step`; returns the total norm (before clipping).
+        """
+        self._require_full_step("clip_grad_norm_()")
+        max_norm, norm_type = float(max_norm), float(norm_type)
+        if not max_norm >= 0 or math.isnan(max_norm):
+            raise ValueError(f"max_norm must be >= 0, got {max_norm}")
+        if not norm_type > 0:
+            raise ValueError(f"norm_type must be > 0 (or inf), got {norm_type}")
+        grad = self._synced_grad()
+        os_level, pg, topo = self.strategy.os, self.groups, self.topology
+        group, size = {"N": (None, 1), "I": (pg.intra, topo.m), "G": (None, topo.n)}[os_level]
+        if math.isinf(norm_type):
+            local = grad.abs().max() if grad.numel() else grad.new_zeros(())
+            total = local.clone()
+            all_reduce(total, group, size, dist.ReduceOp.MAX)
+        else:
+            total = grad.abs().pow(norm_type).sum()
+            all_reduce(total, group, size)
+            total = total.pow(1.0 / norm_type)
+        if error_if_nonfinite and not torch.isfinite(total):
+            raise RuntimeError(
+                f"the total norm of order {norm_type} of the gradients is non-finite ({total})"
+            )
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        grad.mul_(coef)
+        return total
 
     def step(self) -> None:
         """Optimizer step at the accumulation boundary (t_syncg, update, t_syncp)."""
-        if self._micro != self.accum_steps:
-            raise RuntimeError(
-                f"step() after {self._micro} micro-steps, expected accum_steps={self.accum_steps} "
-                "(call engine(x) and engine.backward(loss) that many times first)"
-            )
-        grad = self._sync_grads()
-        grad.div_(self.topology.n * self.accum_steps)
-        self._masters[0].grad = grad.view_as(self._masters[0])
-        self.optimizer.step()
-        self._masters[0].grad = None
-        self._sync_params()
-        self._grad.zero_()
+        self._require_full_step("step()")
+        grad = self._synced_grad()
+        unused: list[int] = []
+        if self.find_unused_parameters:
+            flags = torch.tensor(self._used_step, dtype=torch.uint8, device=grad.device)
+            all_reduce(flags, None, self.topology.n, dist.ReduceOp.MAX)
+            unused = [i for i, f in enumerate(flags.tolist()) if not f]
+        self._opt.step(grad, unused)
+        self._end_step()
+        self.steps_done += 1
+
+    def _end_step(self) -> None:
+        self._reducer.zero()
+        self._synced = None
         self._micro = 0
+        self._used_step = [False] * len(self._used_step)
+        self._set_grads(None)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the current step's accumulated gradients (e.g. to skip a step); not collective."""
+        self._broken = None
+        self._in_backward = False
+        self._end_step()
 
     def train_step(
         self, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor]
@@ -406,23 +415,44 @@ class ParoDataParallel(nn.Module):
         self.step()
         return total / max(count, 1)
 
-    # ---- inspection
-    def state_bytes(self) -> dict[str, int]:
-        """Persistent per-rank bytes: parameter shards, gradient accumulator, optimizer states.
+    # ---- safe access to full tensors
+    @contextlib.contextmanager
+    def gathered_parameters(
+        self, with_grads: bool = False, writeback: bool = True
+    ) -> Iterator[nn.Module]:
+        """Context in which the module's parameters are full tensors (collective, as FSDP's
+        ``summon_full_params`` / DeepSpeed's ``GatheredParameters``).
 
-        Optimizer states count the per-element tensors (same numel as the shard, e.g. Adam's m
-        and v); scalar counters such as Adam's ``step`` are O(1) and excluded.
+        With ``with_grads`` the parameters' ``.grad`` are the step's full averaged gradients
+        (:meth:`full_gradients`). With ``writeback`` (default) changes made to the parameters
+        inside the context are kept (every rank must make the same change).
         """
-        params = sum(
-            b.shard.numel() * b.shard.element_size() for b in self._flat_buffers() if b.params
-        )
-        grads = self._grad.numel() * self._grad.element_size()
-        os_bytes = 0
-        for st in self.optimizer.state.values():
-            for v in st.values():
-                if isinstance(v, torch.Tensor) and v.numel() == self._masters[0].numel():
-                    os_bytes += v.numel() * v.element_size()
-        return {"params": params, "grads": grads, "optimizer_states": os_bytes}
+        self._check_usable()
+        grads = self.full_gradients(padded=True) if with_grads else None
+        self._gather()
+        if grads is not None:
+            self._set_grads(self._train.views(grads))
+        try:
+            yield self.module
+        finally:
+            if writeback:
+                with torch.no_grad():
+                    for buf in self._buffers_flat():
+                        buf.writeback()
+            if grads is not None:
+                self._set_grads(None, placeholder=self._micro > 0)
+            self._release()
+
+    def full_gradients(self, padded: bool = False) -> torch.Tensor:
+        """The step's gradient as the optimizer would get it now: summed over ranks and the
+        micro-steps so far, divided by ``n·A`` (clipped if :meth:`clip_grad_norm_` ran); flat, in
+        ``module.parameters()`` order. Collective; leaves the engine's state unchanged."""
+        self._check_usable()
+        if self._synced is not None:
+            out = self._reducer.full_sum(self._synced)
+        else:
+            out = self._reducer.full_sum(None).div_(self.topology.n * self.accum_steps)
+        return out if padded else out[: self._train.numel].clone()
 
     def full_parameters(self) -> torch.Tensor:
         """The trainable parameters, gathered, as one flat tensor in ``module.parameters()`` order.
@@ -432,7 +462,50 @@ class ParoDataParallel(nn.Module):
         tb = self._train
         was = tb.gathered
         tb.gather(self.global_comm)
-        out = torch.cat([p.detach().reshape(-1) for p in tb.params]).clone()
+        out = tb.full[: tb.numel].detach().clone()
         if not was:
             tb.release()
         return out
+
+    # ---- checkpoints
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """This rank's sharded checkpoint (see :mod:`paro.checkpoint`); no communication."""
+        if args or kwargs:
+            raise TypeError(
+                "engine.state_dict() takes no arguments: it returns the engine's sharded "
+                "checkpoint and cannot be nested in a parent module's state_dict()"
+            )
+        return _ckpt.sharded_state_dict(self)
+
+    def full_state_dict(self) -> dict[str, Any]:
+        """The consolidated checkpoint: ``"model"`` as ``module.state_dict()``, plus the optimizer
+        state per parameter (collective)."""
+        return _ckpt.full_state_dict(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:  # type: ignore[override]
+        """Load a sharded dict of this rank (same layout) or a full dict (any layout; collective)."""
+        if isinstance(state_dict, dict) and state_dict.get("format") == _ckpt.FULL:
+            _ckpt.load_full(self, state_dict)
+        else:
+            _ckpt.load_sharded(self, state_dict)
+
+    def save_checkpoint(self, directory: str | os.PathLike[str], full: bool = False) -> None:
+        """Sharded per-rank files (+ ``full.pt`` with ``full=True``), atomic (collective)."""
+        _ckpt.save(self, directory, full=full)
+
+    def load_checkpoint(self, directory: str | os.PathLike[str]) -> str:
+        """Load a checkpoint directory saved under any strategy and world size (collective)."""
+        return _ckpt.load(self, directory)
+
+    # ---- inspection
+    def state_bytes(self) -> dict[str, int]:
+        """Persistent per-rank bytes: parameter shards, gradient accumulator, optimizer states.
+
+        Optimizer states count the per-element tensors (same numel as the shard, e.g. Adam's m
+        and v); scalar counters such as Adam's ``step`` are O(1) and excluded.
+        """
+        return {
+            "params": sum(b.shard_bytes() for b in self._buffers_flat()),
+            "grads": self._reducer.acc_bytes(),
+            "optimizer_states": self._opt.state_bytes(),
+        }

@@ -264,3 +264,118 @@ def run_demo(cfg: RunConfig) -> dict[str, Any]:
     out = run_strategies(cfg)
     out["horing"] = horing_check(cfg.group_size)
     return out
+
+
+# ---- checkpoint resharding and mixed precision (issue 16 claims)
+def _train64(engine: ParoDataParallel, cfg: RunConfig, steps: range, parts: int) -> None:
+    """float64 steps; with ``parts`` > 1 each rank takes the data of ``parts`` ranks of the
+    reference run (same global batch on a smaller world)."""
+    rank = dist.get_rank()
+    for step in steps:
+        per_rank = [micro_batches(cfg, parts * rank + j, step) for j in range(parts)]
+        for i in range(cfg.accum_steps):
+            x = torch.cat([b[i][0] for b in per_rank]).double()
+            y = torch.cat([b[i][1] for b in per_rank]).double()
+            engine.backward(loss_fn(cfg, engine(x), y))
+        engine.step()
+
+
+def checkpoint_first(
+    cfg: RunConfig, directory: str, strategy: str, resume: tuple[str, ...]
+) -> dict:
+    """Reference world: ``cfg.steps`` float64 AdamW steps under ``strategy`` with a sharded
+    checkpoint after half of them; then fresh engines (other initial weights) under each of
+    ``resume`` load it and finish the run. Returns flat final parameters."""
+    groups = build_groups(cfg.group_size)
+    half = cfg.steps // 2
+
+    def engine(name: str, seed: int) -> ParoDataParallel:
+        model = make_model(RunConfig(**{**_fields(cfg), "seed": seed})).double()
+        return ParoDataParallel(
+            model, make_optimizer(cfg), name, groups=groups, accum_steps=cfg.accum_steps
+        )
+
+    eng = engine(strategy, cfg.seed)
+    _train64(eng, cfg, range(half), 1)
+    eng.save_checkpoint(directory)
+    _train64(eng, cfg, range(half, cfg.steps), 1)
+    out = {"final": eng.full_parameters(), "resumed": {}}
+    for name in resume:
+        fresh = engine(name, cfg.seed + 1)
+        how = fresh.load_checkpoint(directory)
+        _train64(fresh, cfg, range(half, cfg.steps), 1)
+        out["resumed"][name] = {"how": how, "final": fresh.full_parameters()}
+    return out
+
+
+def checkpoint_second(cfg: RunConfig, directory: str, strategy: str, parts: int) -> dict:
+    """A smaller world (each rank holding ``parts`` reference ranks' data) resumes the checkpoint."""
+    groups = build_groups(cfg.group_size)
+    model = make_model(RunConfig(**{**_fields(cfg), "seed": cfg.seed + 2})).double()
+    eng = ParoDataParallel(
+        model, make_optimizer(cfg), strategy, groups=groups, accum_steps=cfg.accum_steps
+    )
+    how = eng.load_checkpoint(directory)
+    _train64(eng, cfg, range(cfg.steps // 2, cfg.steps), parts)
+    return {"how": how, "final": eng.full_parameters()}
+
+
+def _fields(cfg: RunConfig) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+def mixed_precision_run(cfg: RunConfig) -> dict[str, Any]:
+    """Each strategy of ``cfg`` in fp32 and in bf16 compute with fp32 masters: per-rank bytes
+    (measured, and the memory model with 2 + 2 + 12 bytes per parameter) and the loss on held-out
+    data after ``cfg.steps`` steps."""
+    groups = build_groups(cfg.group_size)
+    rank = dist.get_rank()
+    out: dict[str, Any] = {}
+    probe = micro_batches(RunConfig(**{**_fields(cfg), "seed": cfg.seed + 99}), rank, 0)[0]
+    for name in cfg.strategies:
+        row: dict[str, Any] = {}
+        for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            model = make_model(cfg)
+            states = _model_states(model, cfg)
+            eng = ParoDataParallel(
+                model,
+                make_optimizer(cfg),
+                name,
+                groups=groups,
+                accum_steps=cfg.accum_steps,
+                param_dtype=dtype,
+            )
+            for step in range(cfg.steps):
+                eng.train_step(
+                    micro_batches(cfg, rank, step), lambda o, y: loss_fn(cfg, o.float(), y)
+                )
+            with torch.no_grad():
+                row[f"loss_{label}"] = float(loss_fn(cfg, eng(probe[0]).float(), probe[1]))
+            if dtype is not None:
+                mp = ModelStates(states.numel, states.frozen_numel, 2, 2, states.os_bytes + 4)
+                m = memory(name, groups.topology, mp)
+                row["bytes"] = eng.state_bytes()
+                row["bytes_model"] = {
+                    "params": m.params,
+                    "grads": m.grads,
+                    "optimizer_states": m.optimizer_states,
+                }
+        out[name] = row
+    return out
+
+
+def bench_engine_jobs(cfg_ckpt: RunConfig, directory: str, cfg_mp: RunConfig) -> dict[str, Any]:
+    """One 4-rank spawn of the bench: checkpoint reference + resumes, and mixed precision."""
+    return {
+        "ckpt": checkpoint_first(cfg_ckpt, directory, "NIG", ("NIG", "IIG")),
+        "mixed": mixed_precision_run(cfg_mp),
+    }
+
+
+def bench_jobs(
+    cfgs: list[RunConfig], cfg_ckpt: RunConfig, directory: str, cfg_mp: RunConfig
+) -> dict[str, Any]:
+    """The bench's 4-rank work in one set of processes: strategy runs + engine jobs."""
+    return {"runs": run_many(cfgs), **bench_engine_jobs(cfg_ckpt, directory, cfg_mp)}
