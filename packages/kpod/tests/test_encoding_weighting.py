@@ -72,17 +72,19 @@ def test_gumbel_mask_is_binary_with_mean_w():
     assert ((soft > 0) & (soft < 1)).all()
 
 
-def test_gradient_reaches_weight_generator_through_gumbel_mask(synth, tok, student):
-    """Eq. 5 alone (alpha = 0) must move f_w: the mask is differentiable (straight-through)."""
+@pytest.mark.parametrize("estimator", ["straight_through", "score"])
+def test_gradient_reaches_weight_generator_through_gumbel_mask(synth, tok, student, estimator):
+    """Eq. 5 alone (alpha = 0) must move f_w: through the straight-through Gumbel mask, or
+    through the score-function surrogate of E[L_p]."""
     enc = encode_all(synth[0][:6], tok)
-    cfg = WeightingConfig(alpha=0.0, prefixes=3)
+    cfg = WeightingConfig(alpha=0.0, prefixes=3, estimator=estimator)
     mod = TokenWeighter(
         student.get_input_embeddings(), student, mlp_hidden=16, mask_token_id=tok.mask_token_id
     )
     batch = collate_weighting(enc, tok.pad_token_id, 3, np.random.default_rng(0))
     out = mod(batch, cfg, alpha=0.0, generator=torch.Generator().manual_seed(0))
     assert out["L_m"] > 0 and out["L_p"] > 0
-    out["L_k"].backward()
+    out.get("loss", out["L_k"]).backward()
     for p in (mod.mlp[0].weight, mod.mlp[2].weight, mod.attn.in_proj_weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert mod.embed.weight.grad is None  # the student's embedding stays frozen
@@ -110,7 +112,7 @@ def test_fit_weighting_outputs_aligned_weights(synth, tok, student):
     before = [p.detach().clone() for p in student.parameters()]
     mod, hist = fit_weighting(enc, student, tok, cfg)
     assert len(hist) == 5 and all(np.isfinite(h["L_k"]) for h in hist)
-    assert hist[0]["keep"] == 1.0  # warm-up feeds the unmasked rationale
+    assert 0 < hist[0]["keep"] < 1  # warm-up feeds randomly masked rationales
     assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
     ws = token_weights(mod, enc, pad_id=tok.pad_token_id)
     for e, w in zip(enc, ws, strict=True):
@@ -132,3 +134,25 @@ def test_auroc_matches_sklearn():
     assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     with pytest.raises(ValueError):
         auroc([0.1, 0.2], [1, 1])
+
+
+def test_score_surrogate_is_an_unbiased_gradient_of_the_expected_answer_loss():
+    """The score-function surrogate's gradient matches d E_m[L_p] / dw computed in closed form.
+
+    Three rationale tokens, cuts after 1, 2 and 3 tokens; the loss of cut k may only depend on
+    the tokens before it: L(cut) = 2 (1 - m_0) for every cut, plus 3 (1 - m_2) for the full cut.
+    E[sum of cuts] = 6 (1 - w_0) + 3 (1 - w_2): gradient (-6, 0, -3).
+    """
+    g = torch.Generator().manual_seed(0)
+    K = 40000
+    w = torch.tensor([[0.6, 0.5, 0.3]], requires_grad=True)
+    m = (torch.rand(K, 3, generator=g) < w.detach()).float()
+    per_row = []
+    for s in range(K):
+        base = 2 * (1 - m[s, 0])
+        per_row += [base, base, base + 3 * (1 - m[s, 2])]
+    batch = {"cuts": [[1, 2, 3]] * K}
+    r_valid = torch.ones(1, 3, dtype=torch.bool)
+    sur = TokenWeighter._score_surrogate(w, m, r_valid, torch.stack(per_row), [], batch, K)
+    (grad,) = torch.autograd.grad(sur, w)
+    assert grad[0].tolist() == pytest.approx([-6.0, 0.0, -3.0], abs=0.25)

@@ -100,6 +100,7 @@ def _pipeline(a: argparse.Namespace):
 
 
 def _demo_config(quick: bool = True):
+    from kpod.bench import PRETRAIN_QUICK
     from kpod.distill import DistillConfig
     from kpod.pipeline import RunConfig
     from kpod.schedule import ScheduleConfig
@@ -109,11 +110,11 @@ def _demo_config(quick: bool = True):
 
     return RunConfig(
         synthetic=SyntheticConfig(n_train=400, n_test=100),
-        tiny=TinyStudentConfig(pretrain_steps=100),
-        weighting=WeightingConfig(steps=60, predictor_warmup=60, warmup_steps=30),
+        tiny=TinyStudentConfig(pretrain_steps=PRETRAIN_QUICK),
+        weighting=WeightingConfig(steps=60),
         schedule=ScheduleConfig(stages=3),
-        distill=DistillConfig(epochs=6),
-        max_new_tokens=48,
+        distill=DistillConfig(epochs=6, lr=3e-3),
+        max_new_tokens=128,
         eval_batch_size=50,
     )
 

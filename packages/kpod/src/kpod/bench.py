@@ -35,22 +35,24 @@ from shared import Claim, progress, write_results
 
 __all__ = ["bench_config", "run_bench", "schedule_ratio"]
 
+PRETRAIN_QUICK = 300  # pre-training steps of the tiny student (stand-in for pre-training)
+
 
 def bench_config(quick: bool) -> tuple[RunConfig, int]:
     """The run configuration and the number of seeds."""
     if quick:
         syn = SyntheticConfig(n_train=400, n_test=100, seed=0)
-        epochs, seeds, wsteps = 6, 3, 100
+        epochs, seeds, wsteps, pre = 6, 3, 60, PRETRAIN_QUICK
     else:
         syn = SyntheticConfig(n_train=2000, n_test=400, seed=0)
-        epochs, seeds, wsteps = 16, 5, 400
+        epochs, seeds, wsteps, pre = 16, 5, 300, 2 * PRETRAIN_QUICK
     cfg = RunConfig(
         synthetic=syn,
-        tiny=TinyStudentConfig(pretrain_steps=200 if quick else 400),
-        weighting=WeightingConfig(steps=wsteps, predictor_warmup=wsteps, warmup_steps=wsteps // 2),
+        tiny=TinyStudentConfig(pretrain_steps=pre),
+        weighting=WeightingConfig(steps=wsteps),
         schedule=ScheduleConfig(stages=epochs // 2),
-        distill=DistillConfig(epochs=epochs, batch_size=32, lr=2e-3),
-        max_new_tokens=48,
+        distill=DistillConfig(epochs=epochs, batch_size=32, lr=3e-3),
+        max_new_tokens=128,
         eval_batch_size=50,
     )
     return cfg, seeds

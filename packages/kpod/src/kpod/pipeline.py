@@ -90,7 +90,7 @@ class RunConfig:
     embedding: str = "tfidf"
     glove_path: str | None = None
     distill: DistillConfig = field(default_factory=DistillConfig)
-    max_new_tokens: int = 64
+    max_new_tokens: int = 128
     eval_batch_size: int = 64
     device: str = "cpu"
 
@@ -190,11 +190,13 @@ class Pipeline:
             t = Template()
             texts = [t.prompt(e) + e.rationale + t.answer.format(answer=e.answer) for e in train]
             extra = ["[label] [rationale]"] + (
-                synthetic_corpus(2000, self.cfg.tiny.seed) if self.cfg.data == "synthetic" else []
+                synthetic_corpus(2000, self.cfg.tiny.seed, self.cfg.synthetic.max_value)
+                if self.cfg.data == "synthetic"
+                else []
             )
             tok = build_tokenizer(texts + extra)
             corpus = (
-                synthetic_corpus(2000, self.cfg.tiny.seed)
+                synthetic_corpus(2000, self.cfg.tiny.seed, self.cfg.synthetic.max_value)
                 if self.cfg.data == "synthetic"
                 else [e.rationale for e in train]
             )

@@ -9,7 +9,8 @@
 * Eq. 12: ``F(S) = -(DeltaD - DeltaH(S)) + beta sum_k sqrt(|C_k cap S|)`` over question clusters.
 * Eq. 13 / Prop. 3.1: ``max F(S)`` s.t. ``DeltaH(S) <= DeltaD``; F is monotone submodular. The
   selectors maximise the shifted ``F'(S) = DeltaH(S) + beta sum_k sqrt(|C_k cap S|)`` (= F + DeltaD,
-  same argmax, non-negative): ``"greedy"`` (cost-density greedy + best singleton),
+  same argmax, non-negative): ``"greedy"`` (cost-density greedy, also started from each of the
+  ``seeds`` largest single questions, + best singleton),
   ``"threshold"`` (decreasing-threshold density greedy with ``eps``, the FTGP family of
   Li et al. 2022 that the paper uses; + best singleton) and ``"brute"`` (exact, for tests).
 
@@ -106,7 +107,35 @@ def _best_singleton(cand, costs, clusters, beta, budget) -> list[int]:
     return [max(fit, key=lambda i: (_gain(i, {}, costs, clusters, beta), -i))]
 
 
-def _density_greedy(cand, costs, clusters, beta, budget, eps: float | None) -> list[int]:
+def _greedy_from(
+    seed: list[int], cand: np.ndarray, costs: np.ndarray, cl: np.ndarray, beta: float, budget: float
+) -> list[int]:
+    """Cost-density greedy started from ``seed`` (vectorised): repeatedly add the candidate that
+    fits with the best marginal gain per unit cost (ties: larger cost, then lower index)."""
+    chosen = list(seed)
+    left = budget - float(costs[chosen].sum()) if chosen else budget
+    k = int(cl.max()) + 1 if cl.size else 1
+    counts = np.bincount(cl[chosen], minlength=k).astype(np.float64) if chosen else np.zeros(k)
+    rem = np.setdiff1d(cand, np.asarray(chosen, dtype=np.int64))
+    while rem.size:
+        rem = rem[costs[rem] <= left + 1e-12]
+        if not rem.size:
+            break
+        n = counts[cl[rem]]
+        gain = costs[rem] + beta * (np.sqrt(n + 1) - np.sqrt(n))
+        c = costs[rem]
+        dens = np.where(c > 0, gain / np.where(c > 0, c, 1.0), np.inf)
+        order = np.lexsort((rem, -c, -dens))  # last key is primary
+        i = int(rem[order[0]])
+        chosen.append(i)
+        counts[cl[i]] += 1
+        left -= float(costs[i])
+        rem = np.delete(rem, order[0])
+    return chosen
+
+
+def _threshold_greedy(cand, costs, clusters, beta, budget, eps: float) -> list[int]:
+    """Decreasing-threshold density greedy (the FTGP family of Li et al. 2022)."""
     chosen: list[int] = []
     counts: dict[int, int] = {}
     left = budget
@@ -116,18 +145,6 @@ def _density_greedy(cand, costs, clusters, beta, budget, eps: float | None) -> l
         g = _gain(i, counts, costs, clusters, beta)
         return math.inf if costs[i] <= 0 else g / costs[i]
 
-    if eps is None:  # plain greedy: best density that fits, until nothing fits
-        while True:
-            fit = [i for i in remaining if costs[i] <= left]
-            if not fit:
-                break
-            i = max(fit, key=lambda j: (density(j), -j))
-            chosen.append(i)
-            remaining.discard(i)
-            counts[int(clusters[i])] = counts.get(int(clusters[i]), 0) + 1
-            left -= costs[i]
-        return chosen
-    # decreasing thresholds (FTGP family): one pass per threshold, add what is dense enough
     fit0 = [i for i in remaining if costs[i] <= left]
     if not fit0:
         return []
@@ -159,11 +176,14 @@ def select(
     candidates: Any = None,
     method: str = "greedy",
     eps: float = 0.1,
+    seeds: int = 16,
 ) -> list[int]:
     """Eq. 13: a set S of candidate indices with ``sum costs[S] <= budget`` maximising F'.
 
     ``costs[i] >= 0`` is the increase of ``h_i`` if question i is selected (its DeltaH share).
-    ``candidates`` defaults to all indices. Returns sorted indices.
+    ``candidates`` defaults to all indices. ``seeds``: how many greedy runs the ``"greedy"``
+    selector starts from a single question (the largest-cost ones; 0 = plain greedy + best
+    singleton). Returns sorted indices.
     """
     costs = np.asarray(costs, dtype=np.float64)
     clusters = np.asarray(clusters)
@@ -175,6 +195,8 @@ def select(
         raise ValueError("beta must be >= 0")
     if method not in SELECTORS:
         raise ValueError(f"method must be one of {SELECTORS}, got {method!r}")
+    if seeds < 0:
+        raise ValueError("seeds must be >= 0")
     cand = list(range(len(costs))) if candidates is None else sorted(int(i) for i in candidates)
     if budget < 0 or not cand:
         return []
@@ -189,11 +211,25 @@ def select(
                     if v > best_v + 1e-12:
                         best, best_v = list(S), v
         return sorted(best)
-    g = _density_greedy(cand, costs, clusters, beta, budget, None if method == "greedy" else eps)
-    s = _best_singleton(cand, costs, clusters, beta, budget)
-    if shifted_value(s, costs, clusters, beta) > shifted_value(g, costs, clusters, beta):
-        g = s
-    return sorted(g)
+    if method == "threshold":
+        g = _threshold_greedy(cand, costs, clusters, beta, budget, eps)
+        s = _best_singleton(cand, costs, clusters, beta, budget)
+        best = max((g, s), key=lambda x: shifted_value(x, costs, clusters, beta))
+        return sorted(best)
+    # density greedy + partial enumeration: the plain run and one run started from each of the
+    # `seeds` most valuable single questions (Sviridenko-style enumeration of size 1; keeps the
+    # best-singleton 1/2 guarantee, and repairs greedy's subset-sum failures when beta = 0)
+    ca = np.asarray(cand, dtype=np.int64)
+    cl = np.unique(clusters, return_inverse=True)[1].reshape(clusters.shape)
+    fit = ca[costs[ca] <= budget + 1e-12]
+    if not fit.size:
+        return []
+    runs = [_greedy_from([], ca, costs, cl, beta, budget)]
+    top = fit[np.lexsort((fit, -costs[fit]))][:seeds] if seeds else fit[:0]
+    runs += [_greedy_from([int(i)], ca, costs, cl, beta, budget) for i in top]
+    runs.append(_best_singleton(fit.tolist(), costs, clusters, beta, budget))
+    best = max(runs, key=lambda x: shifted_value(x, costs, clusters, beta))
+    return sorted(best)
 
 
 @dataclass(frozen=True)
@@ -207,6 +243,7 @@ class ScheduleConfig:
     delta_s: int = 1
     selector: str = "greedy"
     eps: float = 0.1
+    seeds: int = 16  # greedy runs started from one question each (partial enumeration)
 
     def __post_init__(self) -> None:
         if self.stages < 1 or self.delta_s < 1:
@@ -217,6 +254,8 @@ class ScheduleConfig:
             raise ValueError("beta >= 0, p > -1, 0 < eps < 1")
         if self.selector not in SELECTORS:
             raise ValueError(f"selector must be one of {SELECTORS}")
+        if self.seeds < 0:
+            raise ValueError("seeds must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,6 +337,7 @@ def build_schedule(
                 candidates=cand,
                 method=cfg.selector,
                 eps=cfg.eps,
+                seeds=cfg.seeds,
             )
             if dD > 0
             else []

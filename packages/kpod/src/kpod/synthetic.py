@@ -19,7 +19,7 @@ needs the intermediate results (the point of Eq. 5). Each step has a planted har
  4    multiplication (``12 * 3 = 36``)
 ====  ======================================================
 
-Values stay in 0..99 so a tiny student can learn the task in seconds.
+Values stay in 0..``max_value`` (default 99).
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ class SyntheticConfig:
     min_steps: int = 2
     max_steps: int = 4
     max_filler_phrases: int = 3
+    max_value: int = 99  # every value (operand, result) stays in 0..max_value
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -181,20 +182,22 @@ class SyntheticConfig:
             raise ValueError("need 1 <= min_steps <= max_steps <= 8")
         if self.max_filler_phrases < 0:
             raise ValueError("max_filler_phrases must be >= 0")
+        if not 10 <= self.max_value <= 999:
+            raise ValueError("max_value must be in 10..999")
 
 
-def _op(rng: random.Random, a: int) -> tuple[str, int, int, int, str]:
+def _op(rng: random.Random, a: int, vmax: int = 99) -> tuple[str, int, int, int, str]:
     """One operation on the running value ``a``: (symbol, b, c, hardness, question phrase)."""
     choices = ["add", "sub", "mul"]
     if a < 2:
         choices = ["add"]
-    if a > 33:
+    if 2 * a > vmax:
         choices = [c for c in choices if c != "mul"]
-    if a > 90:
+    if a >= vmax:
         choices = ["sub"]
     kind = rng.choice(choices)
     if kind == "add":
-        b = rng.randint(1, min(9, 99 - a))
+        b = rng.randint(1, min(9, vmax - a))
         c = a + b
         hard = 1 if (a % 10) + b < 10 else 2
         return "+", b, c, hard, f"gets {b} more"
@@ -203,19 +206,19 @@ def _op(rng: random.Random, a: int) -> tuple[str, int, int, int, str]:
         c = a - b
         hard = 2 if (a % 10) >= b else 3
         return "-", b, c, hard, f"gives away {b}"
-    b = rng.randint(2, min(3, 99 // a))
+    b = rng.randint(2, min(3, vmax // a))
     c = a * b
     return "*", b, c, 4, f"gets {b} times as many"
 
 
 def _example(rng: random.Random, idx: int, cfg: SyntheticConfig, split: str) -> CoTExample:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a = rng.randint(2, 30)
+    a = rng.randint(2, min(30, cfg.max_value))
     n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
     ops = []
     v = a
     for _ in range(n_steps):
-        sym, b, c, hard, phrase = _op(rng, v)
+        sym, b, c, hard, phrase = _op(rng, v, cfg.max_value)
         ops.append((v, sym, b, c, hard, phrase))
         v = c
     q = f"{name} has {a} {item}. " + " ".join(f"Then {name} {o[5]}." for o in ops)
@@ -275,22 +278,33 @@ def make_synthetic(cfg: SyntheticConfig | None = None) -> tuple[list[CoTExample]
     return train, test
 
 
-def synthetic_corpus(n: int = 2000, seed: int = 0) -> list[str]:
+def synthetic_corpus(n: int = 2000, seed: int = 0, max_value: int = 99) -> list[str]:
     """Text for tokenizer training and student pre-training (not the task's template).
 
     Stands in for a pre-trained student's prior knowledge (our notes, Sec. A9): bare
     ``a op b = c`` facts, filler sentences, and short passages that restate an earlier result
-    ("7+5=12. so the answer is 12."), the copy-and-restate skill every pre-trained LM has.
+    ("7+5=12.\ntherefore, the answer is 12."), the copy-and-restate skill every pre-trained LM
+    has, and arithmetic chains that carry each result into the next operation ("start with 7.
+    7+5=12. 12-3=9.").
     """
     rng = random.Random(seed + 7919)
     out = []
     for _ in range(n):
-        a = rng.randint(0, 99)
-        sym, b, c, _, _ = _op(rng, a)
+        a = rng.randint(0, max_value)
+        sym, b, c, _, _ = _op(rng, a, max_value)
         out.append(f"{a}{sym}{b}={c}.")
         out.append(" ".join(rng.choice(FILLER_PHRASES) for _ in range(rng.randint(1, 4))) + ".")
-        x = rng.randint(0, 99)
-        sym2, y, z, _, _ = _op(rng, x)
+        x = rng.randint(0, max_value)
+        sym2, y, z, _, _ = _op(rng, x, max_value)
         filler = " ".join(rng.choice(FILLER_PHRASES) for _ in range(rng.randint(0, 2)))
-        out.append(f"{a}{sym}{b}={c}. {filler} {x}{sym2}{y}={z}. so the answer is {z}.")
+        out.append(f"{a}{sym}{b}={c}. {filler} {x}{sym2}{y}={z}.\ntherefore, the answer is {z}.")
+        v = rng.randint(
+            2, min(30, max_value)
+        )  # a chain that carries each result into the next operation
+        chain = [f"start with {v}."]
+        for _ in range(rng.randint(2, 4)):
+            sym3, u, r, _, _ = _op(rng, v, max_value)
+            chain.append(f"{v}{sym3}{u}={r}.")
+            v = r
+        out.append(" ".join(chain))
     return out

@@ -15,6 +15,23 @@
   rescale by ``L / n_cuts`` so ``L_p`` keeps the scale of the full sum (``prefixes=0``: all L).
 * Eq. 6: ``L_m = sum_j m_j``; Eq. 7: ``L_k = L_p + alpha L_m`` (alpha = 0.5, App. A).
 
+Gradient of Eq. 7 with respect to the weights (``WeightingConfig.estimator``; the paper only
+says "Gumbel-Softmax"):
+
+* ``"straight_through"``: the relaxed sample's gradient (the paper's literal reading). At the
+  scale we test it vanishes: the answer loss is flat in ``m_j`` around both 0 and 1 (we measured
+  ``dL_p/dm`` ~ -0.2 on the final-result digits against alpha = 0.5 per kept token), so ``L_m``
+  wins, every weight collapses to 0 and the most frequent tokens (digits) collapse first
+  (keypoint AUROC 0.10 in 0.1.0).
+* ``"score"`` (default): the same hard Gumbel samples (``samples`` per example), and the
+  score-function gradient of ``E_m[L_p]`` with a leave-one-out baseline; token j is credited only
+  with the prefixes that contain it. ``E[L_m] = sum_j w_j`` is differentiated exactly. This is an
+  unbiased gradient of the paper's objective (tested against a closed form).
+
+The predictor warm-up (``predictor_warmup`` steps, ``warmup_mode="random_mask"``) trains the
+predictor alone to read the answer off whole rationales whose tokens are masked at random at the
+initial keep rate, a stand-in for the paper's pre-trained FlanT5-Large predictor.
+
 The answer predictor is any Hugging Face causal LM driven through ``inputs_embeds``; a linear
 projection maps the student's embedding width to the predictor's (the paper pairs LLaMA
 embeddings with FlanT5-Large layers and leaves this open). By default it is a copy of the
@@ -51,15 +68,18 @@ class WeightingConfig:
     alpha: float = 0.5  # Eq. 7, App. A
     tau: float = 1.0  # Gumbel-softmax temperature (paper: not given)
     hard: bool = True  # straight-through hard mask (paper: m in {0, 1})
+    estimator: str = "score"  # gradient of E[L_p] w.r.t. w: "score" or "straight_through"
+    samples: int = 4  # masks sampled per example (score estimator, leave-one-out baseline)
     prefixes: int = 4  # sampled prefix cut points per example; 0 = every prefix (exact Eq. 5)
     heads: int = 4
     mlp_hidden: int = 128
     steps: int = 300
     batch_size: int = 8
     lr: float = 2e-3
-    predictor_lr: float = 1e-3
-    predictor_warmup: int = 60  # steps training only the predictor on unmasked rationales
-    warmup_steps: int = 30  # then alpha ramps linearly from 0 over this many steps
+    predictor_lr: float = 3e-3
+    predictor_warmup: int = 100  # steps training only the predictor (see warmup_mode)
+    warmup_mode: str = "random_mask"  # or "full": unmasked whole rationales + their LM loss
+    warmup_steps: int = 20  # then alpha ramps linearly from 0 over this many steps
     init_keep: float = 0.8  # initial keep probability (bias of the last MLP layer)
     seed: int = 0
     device: str = "cpu"
@@ -75,6 +95,16 @@ class WeightingConfig:
             raise ValueError("lr > 0, predictor_lr >= 0, warmup_steps >= 0")
         if self.predictor_warmup < 0 or (self.predictor_warmup and self.predictor_lr == 0):
             raise ValueError("predictor_warmup must be >= 0 and needs predictor_lr > 0")
+        if self.estimator not in ("score", "straight_through"):
+            raise ValueError(
+                f"estimator must be 'score' or 'straight_through', got {self.estimator!r}"
+            )
+        if self.samples < 1 or (self.estimator == "score" and self.samples < 2):
+            raise ValueError("samples must be >= 2 with the score estimator (leave-one-out)")
+        if self.warmup_mode not in ("random_mask", "full"):
+            raise ValueError(
+                f"warmup_mode must be 'random_mask' or 'full', got {self.warmup_mode!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,28 +190,45 @@ class TokenWeighter(nn.Module):
         generator: torch.Generator,
         *,
         keep_all: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Eqs. 4-7 on a collated batch: ``L_k``, ``L_p``, ``L_m``, keep ratio and ``w``.
 
-        ``keep_all`` feeds the unmasked rationale and adds the rationale's own next-token loss
-        (the predictor warm-up).
+        ``mask`` (B, L) replaces the Gumbel sample (the predictor warm-up feeds random masks);
+        ``keep_all`` feeds the unmasked rationale and adds the rationale's own next-token loss.
         """
         r_ids, r_valid = batch["r_ids"], batch["r_valid"]
         w = self.weights(r_ids, r_valid)
+        score = cfg.estimator == "score" and not keep_all and mask is None
+        K = cfg.samples if score else 1
         if keep_all:
             m = r_valid.to(w.dtype)
+        elif mask is not None:
+            m = mask.to(w.dtype) * r_valid
+        elif score:  # K hard Gumbel samples per example, no pathwise gradient
+            wk = w.detach().repeat_interleave(K, 0)
+            m = gumbel_keep_mask(wk, cfg.tau, True, generator) * r_valid.repeat_interleave(K, 0)
         else:
             m = gumbel_keep_mask(w, cfg.tau, cfg.hard, generator) * r_valid
+        if K > 1:  # rows of sample s of example i sit at i * K + s
+            batch = dict(batch)
+            for key in ("r_ids", "q_ids", "a_ids", "a_lab"):
+                batch[key] = batch[key].repeat_interleave(K, 0)
+            for key in ("q_len", "a_len", "cuts"):
+                batch[key] = [x for x in batch[key] for _ in range(K)]
+            r_ids, r_valid_k = batch["r_ids"], r_valid.repeat_interleave(K, 0)
+        else:
+            r_valid_k = r_valid
         emb_r = self.embed(r_ids)
         mixed = m.unsqueeze(-1) * emb_r + (1 - m.unsqueeze(-1)) * self.mask_embedding
         xr = self.proj(mixed)
         xq = self.proj(self.embed(batch["q_ids"]))
         pemb = self.predictor.get_input_embeddings()
         xa = pemb(batch["a_ids"])
-        rows, labels, scales, owners = [], [], [], []
+        rows, labels, scales, owners, is_full = [], [], [], [], []
         for i, cuts in enumerate(batch["cuts"]):
             nq, na = int(batch["q_len"][i]), int(batch["a_len"][i])
-            L = int(r_valid[i].sum())
+            L = int(r_valid_k[i].sum())
             scale = 1.0 if cfg.prefixes == 0 else L / len(cuts)
             for k in cuts:
                 rows.append(torch.cat([xq[i, :nq], xr[i, :k], xa[i, :na]], 0))
@@ -194,6 +241,7 @@ class TokenWeighter(nn.Module):
                 labels.append(lab)
                 scales.append(scale)
                 owners.append(i)
+                is_full.append(k == L)
         T = max(r.shape[0] for r in rows)
         dev = xq.device
         X = torch.zeros(len(rows), T, xq.shape[-1], device=dev, dtype=xq.dtype)
@@ -213,11 +261,45 @@ class TokenWeighter(nn.Module):
             reduction="none",
         ).view(tgt.shape)
         per_row = nll.sum(1) * torch.tensor(scales, device=dev)
-        B = r_ids.shape[0]
-        l_p = per_row.sum() / B
-        l_m = m.sum() / B
-        keep = m.sum() / r_valid.sum()
-        return {"L_k": l_p + alpha * l_m, "L_p": l_p, "L_m": l_m, "keep": keep, "w": w}
+        B = w.shape[0]
+        l_p = per_row.sum() / (B * K)
+        l_m = m.sum() / (B * K)
+        keep = m.sum() / r_valid_k.sum()
+        full = torch.tensor(is_full, device=dev)
+        l_full = nll.sum(1)[full].mean() if bool(full.any()) else l_p.new_zeros(())
+        out = {"L_k": l_p + alpha * l_m, "L_p": l_p, "L_m": l_m, "keep": keep, "w": w,
+               "L_full": l_full}  # fmt: skip
+        if score:
+            out["loss"] = l_p + self._score_surrogate(w, m, r_valid, per_row, owners, batch, K)
+            out["loss"] = out["loss"] + alpha * (w * r_valid).sum() / B  # d E[L_m] / dw exactly
+        return out
+
+    @staticmethod
+    def _score_surrogate(w, m, r_valid, per_row, owners, batch, K) -> torch.Tensor:
+        """Score-function (REINFORCE) surrogate of ``E_m[L_p]`` with a leave-one-out baseline.
+
+        Token j only affects the prefixes that contain it (cuts ``k > j``), so its credit is the
+        sum over those cuts of ``L_p(cut) - mean over the other samples``.
+        """
+        B, L = w.shape
+        credit = torch.zeros(B * K, L, device=w.device)
+        row = 0
+        per = per_row.detach()
+        for r, cuts in enumerate(batch["cuts"]):
+            n = len(cuts)
+            vals = per[row : row + n]
+            cum = torch.zeros(L + 1, device=w.device)
+            for k, v in zip(cuts, vals, strict=True):  # credit[j] = sum_{cuts k > j} L(k)
+                cum[:k] += v
+            credit[r] = cum[:L]
+            row += n
+        credit = credit.view(B, K, L)
+        baseline = (credit.sum(1, keepdim=True) - credit) / (K - 1)
+        adv = (credit - baseline).view(B * K, L)
+        wk = w.repeat_interleave(K, 0).clamp(1e-6, 1 - 1e-6)
+        logp = m * wk.log() + (1 - m) * (1 - wk).log()
+        valid = r_valid.repeat_interleave(K, 0).to(w.dtype)
+        return (logp * adv * valid).sum() / (B * K)
 
 
 def _pad(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,12 +369,13 @@ def fit_weighting(
     """Train the weighting module with Eq. 7 on encoded training examples.
 
     ``predictor`` defaults to a deep copy of ``student``; the student itself is not changed.
-    The first ``predictor_warmup`` steps train the predictor (and projection) on unmasked
-    rationales, with the rationale's own next-token loss added, so that it can read answers
-    before masks are learned (the paper's predictor is a
-    pre-trained FlanT5-Large; without this a fresh predictor lets ``L_m`` mask everything). Then
-    ``steps`` steps of Eq. 7. Returns the trained module and a history of
-    ``{"step", "L_k", "L_p", "L_m", "keep"}``.
+    The first ``predictor_warmup`` steps train the predictor (and projection) to predict the
+    answer from whole rationales, randomly masked at the initial keep rate (``warmup_mode=
+    "full"``: unmasked, plus the rationale's own next-token loss), so that it can read answers
+    before masks are learned (the paper's predictor is a pre-trained FlanT5-Large; a fresh one
+    lets ``L_m`` mask everything). Then ``steps`` steps of Eq. 7. Returns the trained module and
+    a history of ``{"step", "L_k", "L_p", "L_m", "keep", "L_full"}`` (``L_full``: answer NLL
+    from the whole masked rationale).
     """
     cfg = cfg or WeightingConfig()
     if not encoded:
@@ -338,18 +421,25 @@ def fit_weighting(
         pos += cfg.batch_size
         warm = step < cfg.predictor_warmup
         batch = collate_weighting([encoded[i] for i in idx], pad, cfg.prefixes, rng)
-        if warm:  # the warm-up teaches reading answers off whole rationales: full prefixes only
+        full = warm and cfg.warmup_mode == "full"
+        if warm:  # the predictor learns to read answers off whole (randomly masked) rationales
             batch["cuts"] = [[c[-1]] for c in batch["cuts"]]
         batch = _to(batch, device)
+        rand = None
+        if warm and not full:  # random keep/mask at the initial keep rate, no grad to f_w
+            u = torch.rand(batch["r_ids"].shape, generator=gen).to(device)
+            rand = (u < cfg.init_keep).float()
         j = step - cfg.predictor_warmup
         alpha = cfg.alpha * min(1.0, (j + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.alpha
-        out = module(batch, cfg, 0.0 if warm else alpha, gen, keep_all=warm)
+        out = module(batch, cfg, 0.0 if warm else alpha, gen, keep_all=full, mask=rand)
         opt.zero_grad(set_to_none=True)
-        out["L_k"].backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        out.get("loss", out["L_k"]).backward()
+        for g in groups:  # separately: the predictor's large L_p gradient must not shrink f_w's
+            torch.nn.utils.clip_grad_norm_(g["params"], 1.0)
         opt.step()
         history.append(
-            {k: float(out[k].detach()) for k in ("L_k", "L_p", "L_m", "keep")} | {"step": step}
+            {k: float(out[k].detach()) for k in ("L_k", "L_p", "L_m", "keep", "L_full")}
+            | {"step": step}
         )
     module.eval()
     return module, history
