@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["RayRunError", "ray_available", "ray_run"]
+__all__ = ["RayRunError", "init_ray", "ray_available", "ray_run"]
 
 
 class RayRunError(RuntimeError):
@@ -44,6 +44,31 @@ def ray_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ray") is not None
+
+
+def init_ray(
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    install_hint: str = 'pip install "shared[ray]"',
+) -> bool:
+    """Start a Ray runtime unless one is running: a local one with ``num_cpus`` logical CPUs, or
+    a connection to the cluster at ``address``. Returns True when this call started it (the caller
+    then shuts it down). Ranks get ``OMP_NUM_THREADS=1``, as torchrun gives them."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ModuleNotFoundError(f"Ray is not installed: {install_hint}") from e
+    if ray.is_initialized():
+        return False
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},
+    )
+    return True
 
 
 class _Rank:
@@ -117,24 +142,12 @@ def ray_run(
         raise ValueError(
             f"strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {strategy!r}"
         )
-    try:
-        import ray
-        from ray.util.placement_group import placement_group, remove_placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    except ImportError as e:
-        raise ModuleNotFoundError('ray_run needs Ray: pip install "shared[ray]"') from e
+    started = init_ray(address=address, num_cpus=num_cpus or world_size)
+    import ray
     import torch
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=None if address else (num_cpus or world_size),
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},
-        )
-        started = True
     use_gpu = torch.cuda.is_available() and backend != "gloo"
     bundle = {"GPU": 1, "CPU": 1} if use_gpu else {"CPU": 1}
     run_id = run_id or uuid.uuid4().hex[:12]

@@ -83,22 +83,15 @@ def ray_train(
         )
     if detached and not master_name:
         raise ValueError("a detached master needs a master_name to be found again")
-    try:
-        import ray
-    except ImportError as e:
-        raise ModuleNotFoundError('the Ray backend needs ray: pip install "antdt[ray]"') from e
-    from shared.rayrun import ray_run
+    from shared.rayrun import init_ray, ray_run
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=None if address else (num_cpus or world_size),
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-        )
-        started = True
+    started = init_ray(
+        address=address,
+        num_cpus=num_cpus or world_size,
+        install_hint='the Ray backend needs it: pip install "antdt[ray]"',
+    )
+    import ray
+
     try:
         alive = [n for n in ray.nodes() if n.get("Alive")]
         if len(alive) > 1 and _is_loopback(master.host):
