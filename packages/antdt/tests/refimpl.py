@@ -41,3 +41,19 @@ def reference_params(
         float(v).hex()
         for v in torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]).tolist()
     ]
+
+
+def tiny_data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed float64 regression batch of ``n`` rows (5 features) for gradient checks."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def tiny_model() -> torch.nn.Module:
+    """A fixed float64 MLP (5 -> 6 -> 1) for gradient checks."""
+    torch.manual_seed(7)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1)
+    ).double()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from antdt.job import JobConfig, run_job
+from antdt.job import JobConfig, run_job, sum_mse
 from antdt.master import Master, MasterConfig
 from antdt.sharding import ShardConfig
-from refimpl import reference_params
+from refimpl import reference_params, tiny_data, tiny_model
 
 from shared import spawn
 
@@ -24,39 +24,21 @@ SHARD = ShardConfig(200, 16)
 JOB_SIZES = [9, 5]
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, 5, generator=g, dtype=torch.float64)
-    y = torch.randn(B, 1, generator=g, dtype=torch.float64)
-    return x, y
-
-
-def _model():
-    torch.manual_seed(7)
-    return torch.nn.Sequential(
-        torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1)
-    ).double()
-
-
-def _sum_mse(p, y):
-    return ((p - y) ** 2).sum()
-
-
 def _rank_grads(micro: int | None, biased: bool) -> list[list[float]]:
     import torch.distributed as dist
     from antdt.dd import ComputeTimer, dd_backward
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     rank = dist.get_rank()
-    x, y = _data()
+    x, y = tiny_data(B)
     a = sum(SIZES[:rank])
     xs, ys = x[a : a + SIZES[rank]], y[a : a + SIZES[rank]]
-    ddp = DDP(_model())
+    ddp = DDP(tiny_model())
     timer = ComputeTimer().install(ddp)
     if biased:  # the common mistake: per-rank mean loss, DDP averages over ranks
         ((ddp(xs) - ys) ** 2).mean().backward()
     else:
-        dd_backward(ddp, _sum_mse, xs, ys, global_batch=B, world_size=2, max_micro_batch=micro)
+        dd_backward(ddp, sum_mse, xs, ys, global_batch=B, world_size=2, max_micro_batch=micro)
         assert timer.last_ready > 0  # the comm hook saw the end of local compute
     return [p.grad.reshape(-1).tolist() for p in ddp.module.parameters()]
 
@@ -86,8 +68,8 @@ def runs():
 
 
 def _reference_grads():
-    x, y = _data()
-    m = _model()
+    x, y = tiny_data(B)
+    m = tiny_model()
     ((m(x) - y) ** 2).mean().backward()
     return [p.grad.reshape(-1) for p in m.parameters()]
 
