@@ -7,6 +7,7 @@ import traceback
 
 import torch
 import torch.distributed as dist
+from _paro_layer_workers import layer_suite
 from paro.engine import ParoDataParallel
 from paro.topology import build_groups
 from paro.views import ShardedTensorError
@@ -281,6 +282,7 @@ def engine_suite(strategies: list[str], full_dir: str, shard_dir: str) -> dict:
         "ckpt": lambda: ckpt_first("NIG", full_dir, shard_dir),
         "lm": lm_vs_ddp,
         "mixed": lambda: mixed_precision(ckpt_dir=shard_dir + "_mixed"),
+        "layers": lambda: layer_suite(shard_dir + "_layers"),
     }
     try:
         out: dict = {"seconds": {}}

@@ -60,6 +60,20 @@ def test_files_load_with_torch_and_consolidate_offline(runs):
     assert set(full["optimizer"]["state"]["0.weight"]) == {"exp_avg", "exp_avg_sq"}
     with pytest.raises(CheckpointError, match=r"ranks 0\.\.3"):
         consolidate(shards[:3])
+    # paro 0.2.0's sharded files (version 1: one trainable / frozen buffer at the top level)
+    assert all(sd["version"] == 2 and len(sd["units"]) == 1 for sd in shards)
+    old = []
+    for sd in shards:
+        v1 = {k: v for k, v in sd.items() if k != "units"}
+        v1.update(version=1, trainable=sd["units"][0]["trainable"], frozen=None)
+        v1["optimizer"] = dict(sd["optimizer"], state=sd["optimizer"]["state"][0])
+        old.append(v1)
+    cons1 = consolidate(old)
+    for k in full["model"]:
+        assert torch.equal(cons1["model"][k], full["model"][k]), k
+    for name, st in full["optimizer"]["state"].items():
+        for key, t in st.items():
+            assert torch.equal(cons1["optimizer"]["state"][name][key], t), (name, key)
 
 
 def test_bad_checkpoints_get_clear_errors(runs, tmp_path):

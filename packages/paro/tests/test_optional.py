@@ -54,7 +54,9 @@ def test_bench_reports_unavailable_backends_as_unmeasured(monkeypatch):
     assert {c.name for c in claims} == {
         "horing_time_ratio",
         "horing_inter_bytes",
+        "reduce_scatter_inter_bytes",
         "nig_vs_zero3_throughput",
+        "per_layer_overlap_speedup",
     }
     for c in claims:
         assert c.measured is None and c.holds is False

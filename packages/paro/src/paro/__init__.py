@@ -39,7 +39,7 @@ from paro.strategy import PAPER_STRATEGIES, SUPPORTED, Strategy
 from paro.topology import Links, ParoGroups, Topology, build_groups
 from paro.views import ShardedTensorError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ELEMENTWISE_OPTIMIZERS",

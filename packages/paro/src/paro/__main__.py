@@ -124,7 +124,27 @@ def cmd_demo(a: argparse.Namespace) -> int:
         f"inter {h[0]['bytes']['inter']} (model {h[0]['model']['intra']:.0f} / "
         f"{h[0]['model']['inter']:.0f}): {ho_ok}"
     )
-    return 0 if all_ok and ho_ok else 1
+    pl_ok = True
+    parts = []
+    for name, row in res[0]["per_layer"].items():
+        bound = row["per_layer"]["steady"] + 2 * row["layer_gathered_bytes"]
+        ok = all(
+            r["per_layer"][name]["per_layer"]["peak"]
+            <= r["per_layer"][name]["per_layer"]["steady"]
+            + 2 * r["per_layer"][name]["layer_gathered_bytes"]
+            for r in res
+        )
+        pl_ok &= ok
+        parts.append(
+            f"{name} {row['per_layer']['peak']} B vs whole-model {row['whole']['peak']} B "
+            f"(x{row['per_layer']['peak'] / row['whole']['peak']:.2f}; <= steady + 2 layers "
+            f"{bound} B: {ok})"
+        )
+    print(
+        "per-layer gathering, 8-layer model, peak bytes of a step (exact accounting): "
+        + "; ".join(parts)
+    )
+    return 0 if all_ok and ho_ok and pl_ok else 1
 
 
 def cmd_bench(a: argparse.Namespace) -> int:

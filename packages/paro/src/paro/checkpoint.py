@@ -47,7 +47,8 @@ __all__ = [
     "sharded_state_dict",
 ]
 
-SHARDED, FULL, VERSION = "paro-sharded", "paro-full", 1
+SHARDED, FULL, VERSION = "paro-sharded", "paro-full", 2
+# version 1 (paro 0.2.0): one trainable and one frozen buffer at the top level; still read
 MASTER = "master"  # per-element key of the fp32 master copy (mixed precision)
 
 
@@ -71,17 +72,23 @@ def _module_entries(engine: ParoDataParallel) -> tuple[dict[str, str], dict[str,
     return aliases, buffers
 
 
-def _optimizer_parts(engine: ParoDataParallel) -> tuple[dict, dict, list]:
+def _optimizer_parts(engine: ParoDataParallel) -> tuple[list[dict], dict, list]:
+    """Per trainable unit its per-element optimizer state (+ fp32 master), the scalars (the
+    same for every unit's flat parameter, e.g. Adam's ``step``), the hyper-parameters."""
     so = engine._opt
     sd = so.optimizer.state_dict()
-    per_elem = {k: v.detach().clone() for k, v in so.per_element_state().items()}
-    if so.mixed:  # the fp32 master copy travels with the optimizer state
-        per_elem[MASTER] = so.master.detach().clone()
+    per_elem = []
+    for j, master in enumerate(so.masters):
+        pe = {k: v.detach().clone() for k, v in so.per_element_state(j).items()}
+        if so.mixed:  # the fp32 master copy travels with the optimizer state
+            pe[MASTER] = master.detach().clone()
+        per_elem.append(pe)
     scalars = {}
     for st in sd["state"].values():
         for k, v in st.items():
-            if k not in per_elem:
+            if k not in per_elem[0] and not (isinstance(v, torch.Tensor) and v.dim() == 1):
                 scalars[k] = v.clone() if isinstance(v, torch.Tensor) else v
+        break
     groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
     return per_elem, scalars, groups
 
@@ -102,19 +109,24 @@ def sharded_state_dict(engine: ParoDataParallel) -> dict[str, Any]:
     topo = engine.topology
     aliases, buffers = _module_entries(engine)
     per_elem, scalars, groups = _optimizer_parts(engine)
-    frozen = engine._frozen
+
+    def part(buf: Any) -> dict[str, Any] | None:
+        return None if buf is None else dict(_buffer_meta(buf), shard=buf.shard.detach().clone())
+
+    units = [
+        {"name": u.name, "trainable": part(u.train), "frozen": part(u.frozen)}
+        for u in engine._units
+        if u.buffers()
+    ]
     return {
         "format": SHARDED,
         "version": VERSION,
         "strategy": str(engine.strategy),
         "world_size": topo.n,
         "group_size": topo.m,
-        "rank": engine._train.rank,
+        "rank": engine._rank,
         "steps": engine.steps_done,
-        "trainable": dict(_buffer_meta(engine._train), shard=engine._train.shard.detach().clone()),
-        "frozen": None
-        if frozen is None
-        else dict(_buffer_meta(frozen), shard=frozen.shard.detach().clone()),
+        "units": units,
         "aliases": aliases,
         "buffers": buffers,
         "optimizer": {
@@ -142,23 +154,24 @@ def full_state_dict(engine: ParoDataParallel) -> dict[str, Any]:
     engine._require_boundary("full_state_dict()")
     with engine.gathered_parameters(writeback=False):
         model = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
-    tb = engine._train
-    lay = tb.layout
-    per_elem, scalars, groups = _optimizer_parts(engine)
-    state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in tb.names}
-    for key in sorted(per_elem):
-        full = per_elem[key].new_zeros(lay.padded)
-        gather_into(full, per_elem[key], engine.strategy.os, lay, tb.pg, "hier")
-        values = _split(full, tb.names, [list(s) for s in tb.shapes])
-        if key == MASTER:  # mixed precision: the model's trainable values in full precision
-            aliases, _ = _module_entries(engine)
-            for k, name in aliases.items():
-                if name in values:
-                    model[k] = values[name].clone()
-            continue
-        for name, t in values.items():
-            state[name][key] = t
-    per_elem.pop(MASTER, None)
+    per_elems, scalars, groups = _optimizer_parts(engine)
+    state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in engine._train_names}
+    aliases, _ = _module_entries(engine)
+    for u, per_elem in zip(engine._train_units, per_elems, strict=True):
+        tb = u.train
+        lay = tb.layout
+        for key in sorted(per_elem):
+            full = per_elem[key].new_zeros(lay.padded)
+            gather_into(full, per_elem[key], engine.strategy.os, lay, tb.pg, "hier")
+            values = _split(full, tb.names, [list(s) for s in tb.shapes])
+            if key == MASTER:  # mixed precision: the model's trainable values in full precision
+                for k, name in aliases.items():
+                    if name in values:
+                        model[k] = values[name].clone()
+                continue
+            for name, t in values.items():
+                state[name][key] = t
+    has_state = any(k != MASTER for pe in per_elems for k in pe)
     return {
         "format": FULL,
         "version": VERSION,
@@ -170,11 +183,25 @@ def full_state_dict(engine: ParoDataParallel) -> dict[str, Any]:
         "steps": engine.steps_done,
         "model": model,
         "optimizer": {
-            "state": state if per_elem else {},
+            "state": state if has_state else {},
             "scalars": scalars,
             "param_groups": groups,
         },
     }
+
+
+def _upgrade(sd: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 sharded dict (paro 0.2.0, whole-model buffers) in the version-2 layout."""
+    if sd.get("format") != SHARDED or sd.get("version") != 1:
+        return sd
+    sd = dict(sd, version=VERSION)
+    sd["units"] = [
+        {"name": "<root>", "trainable": sd.pop("trainable"), "frozen": sd.pop("frozen", None)}
+    ]
+    opt = dict(sd["optimizer"])
+    opt["state"] = [opt["state"]]
+    sd["optimizer"] = opt
+    return sd
 
 
 def _check_format(sd: Any, fmt: str) -> None:
@@ -183,7 +210,7 @@ def _check_format(sd: Any, fmt: str) -> None:
             "not a paro checkpoint (expected a dict with format 'paro-sharded' or 'paro-full', "
             f"got {type(sd).__name__}{' with format ' + repr(sd.get('format')) if isinstance(sd, dict) else ''})"
         )
-    if sd.get("version") != VERSION:
+    if sd.get("version") not in (1, VERSION):
         raise CheckpointError(
             f"checkpoint version {sd.get('version')!r}, this paro reads {VERSION}"
         )
@@ -191,17 +218,28 @@ def _check_format(sd: Any, fmt: str) -> None:
         raise CheckpointError(f"expected a {fmt!r} checkpoint, got {sd['format']!r}")
 
 
-def _load_optimizer(engine: ParoDataParallel, per_elem: dict[str, torch.Tensor], opt: dict) -> None:
+def _load_optimizer(
+    engine: ParoDataParallel, per_elems: list[dict[str, torch.Tensor]], opt: dict
+) -> None:
     so = engine._opt
-    per_elem = dict(per_elem)
-    master = per_elem.pop(MASTER, None)
-    if so.mixed and master is not None:
-        with torch.no_grad():
-            so.master.copy_(master)
-    if not per_elem and not opt["scalars"]:
-        state = {}
-    else:
-        state = {0: {**opt["scalars"], **per_elem}}
+    if len(per_elems) != len(so.masters):
+        raise CheckpointError(
+            f"the checkpoint has optimizer state for {len(per_elems)} flat shards, the engine "
+            f"{len(so.masters)}"
+        )
+    state = {}
+    for j, per_elem in enumerate(per_elems):
+        per_elem = dict(per_elem)
+        master = per_elem.pop(MASTER, None)
+        if so.mixed and master is not None:
+            with torch.no_grad():
+                so.masters[j].copy_(master)
+        if per_elem or opt["scalars"]:  # own copies: optimizers update scalars in place
+            scalars = {
+                k: v.clone() if isinstance(v, torch.Tensor) else v
+                for k, v in opt["scalars"].items()
+            }
+            state[j] = {**scalars, **per_elem}
     current = so.optimizer.state_dict()["param_groups"]
     if len(current) != len(opt["param_groups"]):
         raise CheckpointError("the checkpoint's optimizer has a different number of param groups")
@@ -214,12 +252,30 @@ def _load_optimizer(engine: ParoDataParallel, per_elem: dict[str, torch.Tensor],
         raise CheckpointError(f"the checkpoint's optimizer state does not fit: {e}") from e
 
 
+def unit_layout(engine: ParoDataParallel) -> list[tuple[list[str], list[str]]]:
+    """The engine's units as (trainable names, frozen names): a sharded file fits only if equal."""
+    return [
+        (list(u.train.names) if u.train else [], list(u.frozen.names) if u.frozen else [])
+        for u in engine._units
+        if u.buffers()
+    ]
+
+
+def _file_layout(sd: dict[str, Any]) -> list[tuple[list[str], list[str]]]:
+    return [
+        (list(u["trainable"]["names"]) if u["trainable"] else [],
+         list(u["frozen"]["names"]) if u["frozen"] else [])
+        for u in sd["units"]
+    ]  # fmt: skip
+
+
 def load_sharded(engine: ParoDataParallel, sd: dict[str, Any]) -> None:
-    """Load this rank's sharded dict (same strategy, world size, group size and rank)."""
+    """Load this rank's sharded dict (same strategy, world size, group size, rank and units)."""
     _check_format(sd, SHARDED)
+    sd = _upgrade(sd)
     engine._require_boundary("load_state_dict()")
     topo = engine.topology
-    want = (str(engine.strategy), topo.n, topo.m, engine._train.rank)
+    want = (str(engine.strategy), topo.n, topo.m, engine._rank)
     got = (sd["strategy"], sd["world_size"], sd["group_size"], sd["rank"])
     if want != got:
         raise CheckpointError(
@@ -227,26 +283,34 @@ def load_sharded(engine: ParoDataParallel, sd: dict[str, Any]) -> None:
             f"into {want}: consolidate the ranks' files (paro.checkpoint.consolidate, or "
             "engine.load_checkpoint(directory), which does it) and load the full state"
         )
-    for buf, part in ((engine._train, sd["trainable"]), (engine._frozen, sd["frozen"])):
-        if (buf is None) != (part is None):
-            raise CheckpointError("the checkpoint and the module disagree on frozen parameters")
-        if buf is None:
-            continue
-        if part["names"] != list(buf.names) or part["shapes"] != [list(s) for s in buf.shapes]:
-            raise CheckpointError(
-                "the checkpoint's parameter names or shapes differ from the module"
-            )
-        if part["dtype"] != str(buf.dtype):
-            raise CheckpointError(
-                f"sharded checkpoint holds {part['dtype']} parameters, the engine {buf.dtype}: "
-                "load the full checkpoint (engine.load_checkpoint(directory) consolidates it)"
-            )
-        if part["shard"].shape != buf.shard.shape:
-            raise CheckpointError(
-                f"shard of shape {tuple(part['shard'].shape)}, expected {tuple(buf.shard.shape)}"
-            )
-        with torch.no_grad():
-            buf.shard.copy_(part["shard"])
+    if _file_layout(sd) != unit_layout(engine):
+        raise CheckpointError(
+            "the sharded checkpoint was saved with other gathering units (wrap=) or other "
+            "parameters than this engine has: load it through engine.load_checkpoint(directory), "
+            "which consolidates the ranks' files, or load the full state"
+        )
+    units = [u for u in engine._units if u.buffers()]
+    for u, parts in zip(units, sd["units"], strict=True):
+        for buf, part in ((u.train, parts["trainable"]), (u.frozen, parts["frozen"])):
+            if buf is None:
+                continue
+            if part["shapes"] != [list(s) for s in buf.shapes]:
+                raise CheckpointError(
+                    "the checkpoint's parameter names or shapes differ from the module"
+                )
+            if part["dtype"] != str(buf.dtype):
+                raise CheckpointError(
+                    f"sharded checkpoint holds {part['dtype']} parameters, the engine "
+                    f"{buf.dtype}: load the full checkpoint (engine.load_checkpoint(directory) "
+                    "consolidates it)"
+                )
+            if part["shard"].shape != buf.shard.shape:
+                raise CheckpointError(
+                    f"shard of shape {tuple(part['shard'].shape)}, expected "
+                    f"{tuple(buf.shard.shape)}"
+                )
+            with torch.no_grad():
+                buf.shard.copy_(part["shard"])
     _load_buffers(engine, sd["buffers"])
     _load_optimizer(engine, sd["optimizer"]["state"], sd["optimizer"])
     engine.steps_done = int(sd["steps"])
@@ -275,18 +339,20 @@ def load_full(engine: ParoDataParallel, sd: dict[str, Any]) -> None:
             engine.module.load_state_dict(sd["model"], strict=True)
         except RuntimeError as e:
             raise CheckpointError(f"the checkpoint's model does not fit the module: {e}") from e
-    tb = engine._train
     opt = sd["optimizer"]
-    per_elem: dict[str, torch.Tensor] = {}
-    start, end = engine._opt.os_range
-    if engine._opt.mixed:  # the master copy from the checkpoint's full-precision values
-        flat = torch.zeros(tb.padded, dtype=engine._opt.master.dtype, device=tb.device)
-        for name, o, shape in zip(tb.names, tb.offsets, tb.shapes, strict=True):
-            flat[o : o + shape.numel()].copy_(sd["model"][name].reshape(-1))
-        per_elem[MASTER] = flat[start:end].clone()
-    if opt["state"]:
-        keys = {k for st in opt["state"].values() for k in st}
-        for key in sorted(keys):
+    so = engine._opt
+    per_elems: list[dict[str, torch.Tensor]] = []
+    keys = sorted({k for st in opt["state"].values() for k in st}) if opt["state"] else []
+    for u, sl in zip(engine._train_units, so.slices, strict=True):
+        tb = u.train
+        start, end = sl.os_range
+        per_elem: dict[str, torch.Tensor] = {}
+        if so.mixed:  # the master copy from the checkpoint's full-precision values
+            flat = torch.zeros(tb.padded, dtype=sl.master.dtype, device=tb.device)
+            for name, o, shape in zip(tb.names, tb.offsets, tb.shapes, strict=True):
+                flat[o : o + shape.numel()].copy_(sd["model"][name].reshape(-1))
+            per_elem[MASTER] = flat[start:end].clone()
+        for key in keys:
             flat = torch.zeros(tb.padded, dtype=tb.dtype, device=tb.device)
             for name, o, shape in zip(tb.names, tb.offsets, tb.shapes, strict=True):
                 if name not in opt["state"] or key not in opt["state"][name]:
@@ -298,7 +364,8 @@ def load_full(engine: ParoDataParallel, sd: dict[str, Any]) -> None:
                     )
                 flat[o : o + shape.numel()].copy_(t.reshape(-1))
             per_elem[key] = flat[start:end].clone()
-    _load_optimizer(engine, per_elem, opt)
+        per_elems.append(per_elem)
+    _load_optimizer(engine, per_elems, opt)
     engine.steps_done = int(sd["steps"])
 
 
@@ -308,6 +375,7 @@ def consolidate(shards: list[dict[str, Any]]) -> dict[str, Any]:
         raise CheckpointError("no sharded checkpoints given")
     for sd in shards:
         _check_format(sd, SHARDED)
+    shards = [_upgrade(sd) for sd in shards]
     first = shards[0]
     n, m = first["world_size"], first["group_size"]
     ranks = sorted(sd["rank"] for sd in shards)
@@ -319,46 +387,46 @@ def consolidate(shards: list[dict[str, Any]]) -> dict[str, Any]:
         ):  # fmt: skip
             raise CheckpointError("the sharded files come from different runs or steps")
 
-    def assemble(part_key: str) -> torch.Tensor | None:
-        meta = first[part_key]
-        if meta is None:
-            return None
-        lay = Layout(meta["numel"], n, m)
-        full = torch.zeros(lay.padded, dtype=meta["shard"].dtype)
-        for sd in shards:
-            start, end = lay.shard_range(meta["level"], sd["rank"])
-            full[start:end] = sd[part_key]["shard"]
-        return full
-
-    values: dict[str, torch.Tensor] = {}
-    for part_key in ("trainable", "frozen"):
-        flat = assemble(part_key)
-        if flat is not None:
-            meta = first[part_key]
-            values.update(_split(flat, meta["names"], meta["shapes"]))
-    model: dict[str, torch.Tensor] = {}
-    for key in first["aliases"]:
-        model[key] = values[first["aliases"][key]].clone()
-    model.update({k: v.clone() for k, v in first["buffers"].items()})
-    tr = first["trainable"]
-    lay = Layout(tr["numel"], n, m)
     os_level = first["optimizer"]["level"]
-    state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in tr["names"]}
-    keys = sorted(first["optimizer"]["state"])
-    for key in keys:
-        full = torch.zeros(lay.padded, dtype=first["optimizer"]["state"][key].dtype)
-        for sd in shards:
-            start, end = lay.shard_range(os_level, sd["rank"])
-            full[start:end] = sd["optimizer"]["state"][key]
-        values = _split(full, tr["names"], tr["shapes"])
-        if key == MASTER:  # mixed precision: full-precision model values
-            for k, name in first["aliases"].items():
-                if name in values:
-                    model[k] = values[name].clone()
+    values: dict[str, torch.Tensor] = {}
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    masters: dict[str, torch.Tensor] = {}
+    keys: set[str] = set()
+    for u_idx, meta_u in enumerate(first["units"]):
+        for part_key in ("trainable", "frozen"):
+            meta = meta_u[part_key]
+            if meta is None:
+                continue
+            lay = Layout(meta["numel"], n, m)
+            full = torch.zeros(lay.padded, dtype=meta["shard"].dtype)
+            for sd in shards:
+                start, end = lay.shard_range(meta["level"], sd["rank"])
+                full[start:end] = sd["units"][u_idx][part_key]["shard"]
+            values.update(_split(full, meta["names"], meta["shapes"]))
+        tr = meta_u["trainable"]
+        if tr is None:
             continue
-        for name, t in values.items():
-            state[name][key] = t
-    keys = [k for k in keys if k != MASTER]
+        j = sum(1 for x in first["units"][:u_idx] if x["trainable"] is not None)
+        lay = Layout(tr["numel"], n, m)
+        for name in tr["names"]:
+            state[name] = {}
+        for key in sorted(first["optimizer"]["state"][j]):
+            keys.add(key)
+            full = torch.zeros(lay.padded, dtype=first["optimizer"]["state"][j][key].dtype)
+            for sd in shards:
+                start, end = lay.shard_range(os_level, sd["rank"])
+                full[start:end] = sd["optimizer"]["state"][j][key]
+            split = _split(full, tr["names"], tr["shapes"])
+            if key == MASTER:  # mixed precision: full-precision model values
+                masters.update(split)
+                continue
+            for name, t in split.items():
+                state[name][key] = t
+    model: dict[str, torch.Tensor] = {}
+    for key, name in first["aliases"].items():
+        model[key] = (masters[name] if name in masters else values[name]).clone()
+    model.update({k: v.clone() for k, v in first["buffers"].items()})
+    keys.discard(MASTER)
     return {
         "format": FULL,
         "version": VERSION,
@@ -392,7 +460,7 @@ def save(engine: ParoDataParallel, directory: str | os.PathLike[str], full: bool
     ``meta.json`` once all ranks are done (collective). Every write is atomic."""
     directory = Path(directory)
     n = engine.topology.n
-    rank = engine._train.rank
+    rank = engine._rank
     ckpt_id = [uuid.uuid4().hex if rank == 0 else None]
     if n > 1:
         dist.broadcast_object_list(ckpt_id, src=0)
@@ -464,9 +532,11 @@ def load(engine: ParoDataParallel, directory: str | os.PathLike[str]) -> str:
     )  # fmt: skip
     cid = meta["checkpoint_id"]
     if same:
-        path = _rank_file(directory, engine._train.rank, topo.n)
-        load_sharded(engine, _checked(_torch_load(path), path, cid))
-        return "sharded"
+        path = _rank_file(directory, engine._rank, topo.n)
+        sd = _upgrade(_checked(_torch_load(path), path, cid))
+        if isinstance(sd.get("units"), list) and _file_layout(sd) == unit_layout(engine):
+            load_sharded(engine, sd)
+            return "sharded"
     if meta.get("full"):
         path = directory / "full.pt"
         load_full(engine, _checked(_torch_load(path), path, cid))

@@ -235,7 +235,65 @@ def _job_allreduce(a: dict[str, Any]) -> dict[str, Any]:
                 correct[name] = bool(torch.allclose(t, ref, rtol=1e-4, atol=1e-4))
             else:
                 times[name].append(dt)
-    return {"times": times, "link_tx_bytes": link, "correct": correct}
+    out: dict[str, Any] = {"times": times, "link_tx_bytes": link, "correct": correct}
+    if spec.get("reduce_scatter"):
+        out["reduce_scatter"] = _reduce_scatter_bytes(a, numel)
+    return out
+
+
+def _reduce_scatter_bytes(a: dict[str, Any], numel: int) -> dict[str, Any]:
+    """Bytes node A puts on the link for one sum reduce-scatter of ``numel`` float32, gloo's
+    collective vs paro's point-to-point ring, over the world and over the inter groups (the
+    engine's t_gradient G-step), with the ring model's payload; results checked equal."""
+    import torch
+    import torch.distributed as dist
+
+    from paro.horing import chunk_bounds, ring_reduce_scatter_
+    from paro.topology import build_groups
+
+    m, n = a["m"], a["world"]
+    g = n // m
+    pg = build_groups(m)
+    numel -= numel % n
+    base = torch.randn(numel, generator=torch.Generator().manual_seed(100 + a["rank"]))
+    me = dist.get_rank()
+
+    def gloo(parts_of: int, group: Any) -> torch.Tensor:
+        out = torch.empty(numel // parts_of)
+        dist.reduce_scatter(out, list(base.clone().view(parts_of, -1).unbind(0)), group=group)
+        return out
+
+    def ring(ranks: tuple[int, ...]) -> torch.Tensor:
+        flat = base.clone()
+        bounds = chunk_bounds(numel, len(ranks))
+        ring_reduce_scatter_(flat, ranks, bounds)
+        lo, hi = bounds[ranks.index(me)]
+        return flat[lo:hi]
+
+    world = tuple(range(n))
+    cases = {
+        "world_gloo": lambda: gloo(n, None),
+        "world_ring": lambda: ring(world),
+        "inter_gloo": lambda: gloo(g, pg.inter),
+        "inter_ring": lambda: ring(tuple(pg.inter_ranks)),
+    }
+    link, results = {}, {}
+    for name, fn in cases.items():
+        dist.barrier()
+        tx0 = _tx_bytes(a["dev"])
+        results[name] = fn()
+        dist.barrier()
+        link[name] = _tx_bytes(a["dev"]) - tx0
+    size = 4 * numel
+    # ring payload node A sends: world ring 0..n-1 crosses A->B once per step, (n-1) steps of
+    # S/n; inter rings: m concurrent pairs/rings, each rank sends (g-1)/g·S, half from node A
+    # when g = 2 (in general (g-1)/g·S per ring member in A)
+    model = {"world": (n - 1) * size // n, "inter": m * (g - 1) * size // g}
+    equal = {
+        "world": bool(torch.allclose(results["world_gloo"], results["world_ring"], atol=1e-5)),
+        "inter": bool(torch.allclose(results["inter_gloo"], results["inter_ring"], atol=1e-5)),
+    }
+    return {"bytes": size, "link_tx_bytes": link, "model_payload": model, "equal": equal}
 
 
 def _job_train(a: dict[str, Any]) -> dict[str, Any]:
@@ -299,12 +357,83 @@ def _job_train(a: dict[str, Any]) -> dict[str, Any]:
                 times[label].append(dt)
     numel = sum(p.numel() for p in next(iter(engines.values())).module.parameters())
     state_bytes = {label: int(size()) for label, size in sizers.items()}  # after the first step
-    return {
+    out = {
         "times": times,
         "link_tx_bytes": link,
         "numel": numel,
         "state_bytes": state_bytes,
         "baseline_errors": errors,
+    }
+    if spec.get("layers"):  # the per-layer step-time runs, in the same processes
+        engines.clear()
+        steppers.clear()
+        out["layers"] = _layers_timing(a, spec["layers"])
+    return out
+
+
+def _job_layers(a: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer engine step time with prefetch and overlapped reduction vs without (same
+    engine, same model and data), and whole-model gathering, interleaved step by step."""
+    return _layers_timing(a, a["spec"])
+
+
+def _layers_timing(a: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    from paro.engine import ParoDataParallel
+    from paro.experiment import DeepMLP
+    from paro.topology import build_groups
+
+    groups = build_groups(a["m"])
+    width, accum, n_layers = int(spec["width"]), int(spec["accum_steps"]), int(spec["layers"])
+    variants = {
+        "overlap": {"prefetch": True, "overlap_reduction": True},
+        "no_overlap": {"prefetch": False, "overlap_reduction": False},
+        "whole_model": {"wrap": None},
+    }
+    engines = {}
+    for strategy in spec["strategies"]:
+        for name, kw in variants.items():
+            engines[f"{strategy}/{name}"] = ParoDataParallel(
+                DeepMLP(n_layers, width),
+                lambda ps: torch.optim.AdamW(ps, lr=1e-3),
+                strategy,
+                groups=groups,
+                accum_steps=accum,
+                **kw,
+            )
+    gen = torch.Generator().manual_seed(a["rank"])
+    batch = int(spec["batch"])
+    batches = [
+        (torch.randn(batch, width, generator=gen), torch.randn(batch, width, generator=gen))
+        for _ in range(accum)
+    ]
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    link: dict[str, int] = {}
+    for rep in range(int(spec["repeats"]) + 1):
+        for label, eng in engines.items():
+            dist.barrier()
+            tx0 = _tx_bytes(a["dev"])
+            t0 = time.perf_counter()
+            eng.train_step(batches, nn.functional.mse_loss)
+            dist.barrier()
+            dt = time.perf_counter() - t0
+            if rep == 0:
+                link[label] = _tx_bytes(a["dev"]) - tx0
+            else:
+                times[label].append(dt)
+    params = {k: e.full_parameters() for k, e in engines.items()}
+    rel = {}  # gloo's 4-rank sums may add in another order per buffer: not bit-equal here
+    for k, v in params.items():
+        ref = params[f"{k.split('/')[0]}/whole_model"]
+        rel[k] = float((v - ref).norm() / ref.norm())
+    return {
+        "times": times,
+        "link_tx_bytes": link,
+        "numel": sum(p.numel() for p in DeepMLP(n_layers, width).parameters()),
+        "rel_diff_to_whole_model": rel,
     }
 
 
@@ -446,7 +575,7 @@ _BASELINES = {
 }
 
 
-_JOBS = {"allreduce": _job_allreduce, "train": _job_train}
+_JOBS = {"allreduce": _job_allreduce, "train": _job_train, "layers": _job_layers}
 
 
 def _worker(a: dict[str, Any]) -> None:

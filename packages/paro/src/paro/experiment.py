@@ -22,6 +22,7 @@ from paro.topology import build_groups
 from shared import progress, record_comm
 
 __all__ = [
+    "DeepMLP",
     "RunConfig",
     "horing_check",
     "make_model",
@@ -99,6 +100,70 @@ def make_model(cfg: RunConfig) -> nn.Module:
     for p in body.parameters():
         p.requires_grad_(False)
     return model
+
+
+class DeepMLP(nn.Module):
+    """``n_layers`` residual blocks ``h + tanh(W h + b)`` of width ``width`` in one
+    ``nn.ModuleList`` and no other parameter: each block is one per-layer gathering unit and the
+    root unit is empty (the per-layer memory claim and the emulated step-time claim)."""
+
+    def __init__(self, n_layers: int = 8, width: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if n_layers < 1 or width < 1:
+            raise ValueError(f"n_layers and width must be >= 1, got {n_layers}, {width}")
+        gen = torch.Generator().manual_seed(seed)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(n_layers))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * width**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + torch.tanh(layer(x))
+        return x
+
+
+def per_layer_memory(
+    n_layers: int = 8,
+    width: int = 64,
+    strategies: tuple[str, ...] = ("NIG", "IIG", "GGG"),
+    group_size: int = 2,
+) -> dict[str, Any]:
+    """Peak of the engine's transient buffers (exact accounting, :class:`paro.gathering.MemoryMeter`:
+    gathered parameter buffers and full gradient buffers) during 2 AdamW steps of 2 micro-steps,
+    per-layer vs whole-model gathering, with the steady-state bytes and one layer's gathered size
+    (its full parameters plus its full gradient buffer)."""
+    rank = dist.get_rank()
+    groups = build_groups(group_size)
+    out: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(rank)
+    batches = [(torch.randn(8, width, generator=gen), torch.randn(8, width, generator=gen))] * 2
+    for s in strategies:
+        row: dict[str, Any] = {}
+        for label, wrap in (("whole", None), ("per_layer", "auto")):
+            eng = ParoDataParallel(
+                DeepMLP(n_layers, width),
+                lambda ps: torch.optim.AdamW(ps, lr=1e-3),
+                s,
+                groups=groups,
+                accum_steps=2,
+                wrap=wrap,
+            )
+            for _ in range(2):
+                eng.train_step(batches, nn.functional.mse_loss)
+            steady = sum(eng.state_bytes().values())
+            row[label] = {
+                "transient_peak": eng.meter.peak,
+                "steady": steady,
+                "peak": steady + eng.meter.peak,
+                "units": len(eng.units),
+            }
+        layer = eng._layers[0].train  # per-layer engine: one block's buffer
+        assert layer is not None
+        full = layer.full_bytes()
+        row["layer_gathered_bytes"] = (0 if s[0] == "N" else full) + (0 if s[1] == "N" else full)
+        out[s] = row
+    return out
 
 
 def make_optimizer(cfg: RunConfig):
@@ -263,6 +328,7 @@ def run_demo(cfg: RunConfig) -> dict[str, Any]:
     """The demo's job: every strategy of ``cfg`` plus an HO-Ring check, in one set of processes."""
     out = run_strategies(cfg)
     out["horing"] = horing_check(cfg.group_size)
+    out["per_layer"] = per_layer_memory(8, 64, ("NIG", "GGG"), cfg.group_size)
     return out
 
 
@@ -366,16 +432,26 @@ def mixed_precision_run(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def bench_engine_jobs(cfg_ckpt: RunConfig, directory: str, cfg_mp: RunConfig) -> dict[str, Any]:
+def bench_engine_jobs(
+    cfg_ckpt: RunConfig, directory: str, cfg_mp: RunConfig, layer_width: int = 64
+) -> dict[str, Any]:
     """One 4-rank spawn of the bench: checkpoint reference + resumes, and mixed precision."""
     return {
         "ckpt": checkpoint_first(cfg_ckpt, directory, "NIG", ("NIG", "IIG")),
         "mixed": mixed_precision_run(cfg_mp),
+        "per_layer_memory": per_layer_memory(8, layer_width),
     }
 
 
 def bench_jobs(
-    cfgs: list[RunConfig], cfg_ckpt: RunConfig, directory: str, cfg_mp: RunConfig
+    cfgs: list[RunConfig],
+    cfg_ckpt: RunConfig,
+    directory: str,
+    cfg_mp: RunConfig,
+    layer_width: int = 64,
 ) -> dict[str, Any]:
     """The bench's 4-rank work in one set of processes: strategy runs + engine jobs."""
-    return {"runs": run_many(cfgs), **bench_engine_jobs(cfg_ckpt, directory, cfg_mp)}
+    return {
+        "runs": run_many(cfgs),
+        **bench_engine_jobs(cfg_ckpt, directory, cfg_mp, layer_width),
+    }

@@ -9,6 +9,8 @@ them back into sharded placeholders (:mod:`paro.views`) and frees the full buffe
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -17,7 +19,35 @@ from paro.layout import Layout, gather_into
 from paro.topology import ParoGroups
 from paro.views import set_gathered, set_sharded
 
-__all__ = ["ParameterBuffer"]
+__all__ = ["MemoryMeter", "ParameterBuffer"]
+
+
+class MemoryMeter:
+    """Exact accounting of an engine's transient full-size buffers: gathered parameter buffers
+    (p ≠ N) and per-micro-step full gradient buffers (g ≠ N), in bytes, now and at peak.
+
+    Persistent state (shards, the g-level accumulator, optimizer states) is
+    :meth:`ParoDataParallel.state_bytes`; shard-sized temporaries of the collectives are not
+    counted. Thread-safe (the per-layer engine's communication thread allocates and frees too).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+
+    def sub(self, nbytes: int) -> None:
+        with self._lock:
+            self.current -= nbytes
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak = self.current
 
 
 def free_storage(t: torch.Tensor) -> None:
@@ -42,8 +72,10 @@ class ParameterBuffer:
         pg: ParoGroups,
         strategy: str,
         dtype: torch.dtype | None = None,
+        meter: MemoryMeter | None = None,
     ) -> None:
         self.params = params
+        self.meter = meter or MemoryMeter()
         self.names = names
         self.level = level
         self.pg = pg
@@ -83,6 +115,9 @@ class ParameterBuffer:
         start, end = lay.shard_range(level, self.rank)
         self.shard = full if level == "N" else full[start:end].clone()
         self.gathered = False
+        self.fetched = True  # storage of ``full`` holds the gathered values
+        if level != "N":
+            self.meter.add(self.full_bytes())
         self._bind()
         if level != "N":
             self.release()
@@ -108,6 +143,9 @@ class ParameterBuffer:
         self.gathered = True
 
     # ---- t_param
+    def full_bytes(self) -> int:
+        return self.padded * self.full.element_size()
+
     def gather(self, global_comm: str) -> None:
         """All-gather the p-level shard into the full buffer and bind the module's parameters."""
         if not self.params:
@@ -116,8 +154,30 @@ class ParameterBuffer:
         if self.gathered:
             self.check_bound()
             return
+        self.fetch(global_comm)
+        self.bind()
+
+    def fetch(self, global_comm: str) -> None:
+        """The communication half of :meth:`gather` (t_param into the full buffer), without
+        touching the module's parameters: the per-layer engine runs it on its communication
+        thread (prefetch) and binds on the compute thread."""
+        if not self.params or self.gathered or self.fetched:
+            return
         alloc_storage(self.full, self.padded)
+        self.meter.add(self.full_bytes())
+        self.fetched = True
         gather_into(self.full, self.shard, self.level, self.layout, self.pg, global_comm)
+
+    def bind(self) -> None:
+        """Bind the module's parameters to the fetched full buffer."""
+        if not self.params:
+            self.gathered = True
+            return
+        if self.gathered:
+            self.check_bound()
+            return
+        if not self.fetched:
+            raise RuntimeError("internal: ParameterBuffer.bind() before fetch()")
         self._bind()
 
     def check_bound(self) -> None:
@@ -134,12 +194,15 @@ class ParameterBuffer:
 
     def release(self) -> None:
         """Sharded placeholders for the module's parameters, then free the full buffer (p ≠ N)."""
-        if self.level == "N" or not self.gathered:
+        if self.level == "N" or not (self.gathered or self.fetched):
             return
-        for i, (p, cls) in enumerate(zip(self.params, self.classes, strict=True)):
-            set_sharded(p, cls, self.info(i))
+        if self.gathered:
+            for i, (p, cls) in enumerate(zip(self.params, self.classes, strict=True)):
+                set_sharded(p, cls, self.info(i))
         free_storage(self.full)
+        self.meter.sub(self.full_bytes())
         self.gathered = False
+        self.fetched = False
 
     def writeback(self) -> None:
         """Copy this rank's slice of the (gathered, possibly user-modified) full buffer to its shard."""

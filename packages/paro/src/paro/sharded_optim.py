@@ -76,20 +76,11 @@ def check_optimizer(opt: object, assume_elementwise: bool) -> None:
     )
 
 
-class ShardedOptimizer:
-    """The os-level flat master (alias of the parameter shard) and the wrapped torch optimizer."""
+class _Slice:
+    """The os-level slice of one :class:`ParameterBuffer` and the optimizer's flat parameter."""
 
-    def __init__(
-        self,
-        tb: ParameterBuffer,
-        strategy: Strategy,
-        factory: OptimizerFactory,
-        global_comm: str,
-        assume_elementwise: bool = False,
-    ) -> None:
-        if not callable(factory):
-            raise TypeError("optimizer_factory must be callable: params -> torch.optim.Optimizer")
-        self.tb, self.s, self.global_comm = tb, strategy, global_comm
+    def __init__(self, tb: ParameterBuffer, strategy: Strategy) -> None:
+        self.tb, self.s = tb, strategy
         self.os_range = tb.layout.shard_range(strategy.os, tb.rank)
         # the os-level slice of the parameter shard; in full precision the optimizer's parameter
         # is this very tensor, in mixed precision an fp32 master copy of it (paper §3.3: 2+2+12)
@@ -102,14 +93,6 @@ class ShardedOptimizer:
             start, end = self.os_range
             self.master = nn.Parameter(src[start:end].clone(), requires_grad=True)
             tb.master_source = None
-        self.optimizer = factory([self.master])
-        check_optimizer(self.optimizer, assume_elementwise)
-        params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
-        if len(params) != 1 or params[0] is not self.master:
-            raise ValueError(
-                "optimizer_factory must build the optimizer over exactly the list it is given "
-                "(the engine's flat shard), e.g. lambda ps: torch.optim.AdamW(ps, lr=1e-3)"
-            )
 
     def _os_slice(self) -> torch.Tensor:
         s, tb = self.s, self.tb
@@ -119,8 +102,7 @@ class ShardedOptimizer:
         start, end = self.os_range
         return tb.shard[start - p_start : end - p_start]
 
-    # ---- unused parameters (like DDP find_unused_parameters=True)
-    def _unused_index(self, unused: list[int]) -> torch.Tensor | None:
+    def unused_index(self, unused: list[int]) -> torch.Tensor | None:
         start, end = self.os_range
         idx = []
         for i in unused:
@@ -130,45 +112,99 @@ class ShardedOptimizer:
                 idx.append(torch.arange(lo - start, hi - start, device=self.master.device))
         return torch.cat(idx) if idx else None
 
-    def per_element_state(self) -> dict[str, torch.Tensor]:
-        st = self.optimizer.state.get(self.master, {})
+
+class ShardedOptimizer:
+    """The os-level flat masters (aliases of the parameter shards), one per trainable
+    :class:`ParameterBuffer` (one for the whole model, or one per layer unit), and the wrapped
+    torch optimizer over them."""
+
+    def __init__(
+        self,
+        tbs: ParameterBuffer | list[ParameterBuffer],
+        strategy: Strategy,
+        factory: OptimizerFactory,
+        global_comm: str,
+        assume_elementwise: bool = False,
+    ) -> None:
+        if not callable(factory):
+            raise TypeError("optimizer_factory must be callable: params -> torch.optim.Optimizer")
+        tbs = [tbs] if isinstance(tbs, ParameterBuffer) else list(tbs)
+        if not tbs:
+            raise ValueError("ShardedOptimizer needs at least one trainable buffer")
+        self.s, self.global_comm = strategy, global_comm
+        self.slices = [_Slice(tb, strategy) for tb in tbs]
+        self.tbs = tbs
+        self.masters = [sl.master for sl in self.slices]
+        self.mixed = self.slices[0].mixed
+        self.optimizer = factory(list(self.masters))
+        check_optimizer(self.optimizer, assume_elementwise)
+        params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
+        if len(params) != len(self.masters) or any(
+            a is not b for a, b in zip(params, self.masters, strict=True)
+        ):
+            raise ValueError(
+                "optimizer_factory must build the optimizer over exactly the list it is given "
+                "(the engine's flat shards, in order), e.g. "
+                "lambda ps: torch.optim.AdamW(ps, lr=1e-3)"
+            )
+
+    # ---- single-buffer aliases (whole-model engines)
+    @property
+    def master(self) -> nn.Parameter:
+        return self.masters[0]
+
+    @property
+    def os_range(self) -> tuple[int, int]:
+        return self.slices[0].os_range
+
+    def per_element_state(self, j: int = 0) -> dict[str, torch.Tensor]:
+        """Per-element optimizer state tensors of master ``j`` (e.g. Adam's m and v)."""
+        master = self.masters[j]
+        st = self.optimizer.state.get(master, {})
         return {
             k: v
             for k, v in st.items()
-            if isinstance(v, torch.Tensor) and v.dim() == 1 and v.numel() == self.master.numel()
+            if isinstance(v, torch.Tensor) and v.dim() == 1 and v.numel() == master.numel()
         }
 
-    def step(self, grad: torch.Tensor, unused: list[int]) -> None:
-        """Update the os-level slice with ``grad`` (already averaged); ``unused`` parameters
-        (no gradient on any rank) keep their values and their optimizer state."""
-        idx = self._unused_index(unused) if unused else None
-        saved = None
-        if idx is not None:
-            saved = (
-                self.master.data[idx].clone(),
-                {k: v[idx].clone() for k, v in self.per_element_state().items()},
-            )
-        self.master.grad = grad.to(self.master.dtype).view_as(self.master)
+    def step(self, grads: list[torch.Tensor], unused: list[list[int]]) -> None:
+        """Update the os-level slices with ``grads`` (one per buffer, already averaged);
+        ``unused[j]`` lists buffer ``j``'s parameters (no gradient on any rank) that keep their
+        values and their optimizer state."""
+        saved = []
+        for j, sl in enumerate(self.slices):
+            idx = sl.unused_index(unused[j]) if unused[j] else None
+            if idx is not None:
+                saved.append(
+                    (
+                        j,
+                        idx,
+                        sl.master.data[idx].clone(),
+                        {k: v[idx].clone() for k, v in self.per_element_state(j).items()},
+                    )
+                )
+            sl.master.grad = grads[j].to(sl.master.dtype).view_as(sl.master)
         self.optimizer.step()
-        self.master.grad = None
-        if saved is not None:
-            values, states = saved
-            self.master.data[idx] = values
-            for k, v in self.per_element_state().items():
+        for sl in self.slices:
+            sl.master.grad = None
+        for j, idx, values, states in saved:
+            self.masters[j].data[idx] = values
+            for k, v in self.per_element_state(j).items():
                 v[idx] = states.get(k, 0)
-        if self.mixed:
-            with torch.no_grad():
-                self.os_view.copy_(self.master)
-        self.sync_params()
+        for sl in self.slices:
+            if sl.mixed:
+                with torch.no_grad():
+                    sl.os_view.copy_(sl.master)
+            self.sync_params(sl)
 
-    def sync_params(self) -> None:
+    def sync_params(self, sl: _Slice) -> None:
         """t_syncp: bring updated parameters from the os level back to the p level."""
-        s, tb, pg, lay = self.s, self.tb, self.tb.pg, self.tb.layout
+        s, tb, pg, lay = self.s, sl.tb, sl.tb.pg, sl.tb.layout
         key = s.p + s.os
         if key == "NI":
             all_gather(lay.i_parts(tb.full), lay.i_view(tb.full, tb.l), pg.intra, lay.m)
         elif key == "NG":
-            block = self.os_view
+            block = sl.os_view
             if self.global_comm == "flat":
                 all_gather(lay.rank_parts(tb.full), block, None, lay.n)
             else:
@@ -176,9 +212,13 @@ class ShardedOptimizer:
                 all_gather(lay.g_parts(ishard), block, pg.inter, lay.g)
                 all_gather(lay.i_parts(tb.full), ishard, pg.intra, lay.m)
         elif key == "IG":
-            all_gather(lay.g_parts(tb.shard), self.os_view, pg.inter, lay.g)
+            all_gather(lay.g_parts(tb.shard), sl.os_view, pg.inter, lay.g)
 
     def state_bytes(self) -> int:
-        """Per-element optimizer state, plus the fp32 master copy in mixed precision."""
-        master = self.master.numel() * self.master.element_size() if self.mixed else 0
-        return master + sum(v.numel() * v.element_size() for v in self.per_element_state().values())
+        """Per-element optimizer state, plus the fp32 master copies in mixed precision."""
+        total = 0
+        for j, sl in enumerate(self.slices):
+            if sl.mixed:
+                total += sl.master.numel() * sl.master.element_size()
+            total += sum(v.numel() * v.element_size() for v in self.per_element_state(j).values())
+        return total
