@@ -84,3 +84,34 @@ def test_full_bench_jobs_and_oracle_gate_details():
     # high: 60 - (50, 51) = (10, 9); low: 52 - 50 = 2
     assert d["oracle_gate_difference"] == pytest.approx(7.5)
     assert _oracle_gate_gains(res[:4], aggregate(res[:4])) == {}
+
+
+def test_bench_graphs_and_older_partner_comparison():
+    from otgnet.bench import _jobs, _older_partner_gains, bench_claims
+
+    for quick in (True, False):
+        st = settings(quick)
+        # the claims' graphs: partner classes uniform, the budget a fraction of a class
+        assert st.synthetic.hetero_partner == "uniform" and st.synthetic.nodes_per_class >= 150
+    jobs = _jobs(settings(quick=False))
+    older = [j for j in jobs if j.tag.startswith("older")]
+    assert {j.synthetic.hetero_partner for j in older} == {"older"}
+    assert {(j.tag, j.synthetic.heterophily) for j in older} == {
+        ("older_h", 0.5),
+        ("older_low_h", 0.1),
+    }
+    assert not any(j.tag.startswith("older") for j in _jobs(settings(quick=True)))
+    res = [
+        _result(s, i, 50.0 + i, 10.0, "older_h")
+        for s in ("otgnet", "otgnet_no_ib")
+        for i in range(2)
+    ]
+    res += [_result("otgnet", i, 40.0, 10.0, "older_low_h") for i in range(2)]
+    res += [_result("otgnet_no_ib", i, 44.0, 10.0, "older_low_h") for i in range(2)]
+    d = _older_partner_gains(res, aggregate(res))
+    # high: 0; low: -4 -> +4
+    assert d["older_partners_difference"] == pytest.approx(4.0)
+    assert d["older_partners_no_ib_ap_low"] == 44.0
+    assert _older_partner_gains(res[:4], aggregate(res[:4])) == {}
+    with pytest.raises(ValueError, match="seeds"):
+        bench_claims(True, seeds=1)

@@ -105,3 +105,21 @@ def test_bad_input_exits_2(tmp_path, capsys):
             ]
         )
     assert e.value.code == 2
+
+
+def test_prepare_hetero_partner_and_bench_seeds_arguments(tmp_path, capsys):
+    from otgnet.data.formats import load_graph
+
+    args = ["prepare", "--nodes-per-class", "20", "--heterophily", "0.8"]
+    assert main([*args, "--hetero-partner", "uniform", "--out", str(tmp_path / "u")]) == 0
+    g = load_graph(tmp_path / "u")
+    assert g.meta["config"]["hetero_partner"] == "uniform"
+    # task-1/2 sources also link to the other class of their own task (never with "older")
+    t_s, t_d = g.label_src // 2, g.label_dst // 2
+    assert ((g.label_src != g.label_dst) & (t_s == t_d) & (t_s > 0)).any()
+    for bad in (["prepare", "--hetero-partner", "newer", "--out", "x"], ["bench", "--seeds", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2
+    assert main(["bench", "--quick", "--seeds", "1"]) == 2
+    assert "seeds must be an integer >= 2" in capsys.readouterr().err

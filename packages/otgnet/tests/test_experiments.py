@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from otgnet.data import ProtocolConfig, SyntheticConfig
@@ -51,3 +53,26 @@ def test_end_to_end_otgnet_forgets_less_than_tgn_fine_tuning():
     ]
     agg = aggregate(run_jobs(jobs, workers=2))
     assert agg["otgnet"]["af_mean"] < agg["tgn_ft"]["af_mean"]
+
+
+def test_run_job_reports_the_buffer_node_fraction():
+    from types import SimpleNamespace
+
+    from otgnet.data import make_synthetic, make_tasks
+    from otgnet.data.protocol import TRAIN as TRAIN_NODE
+    from otgnet.experiments import buffer_node_fraction
+    from otgnet.replay import ReplayBuffer
+
+    jobs = [Job(s, 1, SYN, PROTO, TRAIN, MODEL) for s in ("otgnet", "tgn_ft")]
+    res = {r["system"]: r for r in run_jobs(jobs, workers=1)}
+    assert np.isnan(res["tgn_ft"]["buffer_node_fraction"])  # no replay
+    assert 0.0 < res["otgnet"]["buffer_node_fraction"] <= 1.0
+    assert res["otgnet"]["buffer_cross_class_fraction"] == 0.0  # triads are same-class
+    # by hand: one buffered event between two train nodes of task 0
+    g, _ = make_synthetic(replace(SYN, seed=1))
+    sp = make_tasks(g, PROTO)
+    tr0 = np.flatnonzero((sp.node_split == TRAIN_NODE) & (sp.node_task == 0))
+    e = np.flatnonzero(np.isin(g.src, tr0) & np.isin(g.dst, tr0) & (g.src != g.dst))[:1]
+    n_past = ((sp.node_split == TRAIN_NODE) & np.isin(sp.node_task, [0, 1])).sum()
+    fake = SimpleNamespace(graph=g, split=sp, buffer=ReplayBuffer(edges=e))
+    assert buffer_node_fraction(fake) == pytest.approx(2 / n_past)

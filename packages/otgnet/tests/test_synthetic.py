@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from otgnet.data import SyntheticConfig, make_synthetic
@@ -78,6 +80,7 @@ def test_prototype_overlap_and_determinism():
         {"prototype_overlap": 1.0},
         {"events_per_node": 0},
         {"n_class": 0},
+        {"hetero_partner": "newer"},
     ],
 )
 def test_bad_config(kw):
@@ -96,3 +99,31 @@ def test_closure_prefers_the_same_community():
         had = lat["closure_had_same"] if p == 1.0 else lat["closure_had_other"]
         assert had.sum() > 50 and not (had & (lat["kind"] != CLOSURE)).any()
         assert (same[had] == (p == 1.0)).all()
+
+
+def test_uniform_hetero_partner_class_is_uniform_over_the_other_classes():
+    """``hetero_partner="uniform"``: a heterophilous partner's class is uniform over every other
+    class present so far (the source's own task included), not only older tasks' classes."""
+    cfg = SyntheticConfig(
+        nodes_per_class=60, heterophily=0.6, triadic_closure=0.1, hetero_partner="uniform", seed=3
+    )
+    g, lat = make_synthetic(cfg)
+    het = lat["kind"] == HETERO
+    assert np.array_equal(het, g.label_src != g.label_dst)
+    t_src, t_dst = g.label_src // cfg.n_class, g.label_dst // cfg.n_class
+    assert (t_dst[het] <= t_src[het]).all()  # only nodes already there
+    for k in (1, 2):
+        n_seen = (k + 1) * cfg.n_class
+        sel = het & (t_src == k)
+        # the partner is in the source's own task with probability (n_class - 1) / (n_seen - 1)
+        assert _binom_ok((t_dst[sel] == k).sum(), sel.sum(), (cfg.n_class - 1) / (n_seen - 1))
+        # and every other class is equally likely
+        counts = np.bincount(g.label_dst[sel], minlength=n_seen)[:n_seen]
+        for c in range(n_seen):
+            p = ((g.label_src[sel] != c) / (n_seen - 1)).sum() / sel.sum()
+            assert _binom_ok(counts[c], sel.sum(), p)
+    # the default keeps the dossier's rule: after task 0, partners come from older tasks only
+    g0, lat0 = make_synthetic(replace(cfg, hetero_partner="older"))
+    het0 = lat0["kind"] == HETERO
+    late0 = het0 & (g0.label_src // cfg.n_class > 0)
+    assert (g0.label_dst[late0] // cfg.n_class < g0.label_src[late0] // cfg.n_class).all()

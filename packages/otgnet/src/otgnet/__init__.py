@@ -46,7 +46,7 @@ from otgnet.replay import (
     pattern_loss,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "MODELS",

@@ -1,7 +1,8 @@
 """``python -m otgnet {demo,prepare,train,eval,bench}``.
 
-- ``demo``: OTGNet and TGN fine-tuning on the embedded synthetic graph, one seed; prints AP/AF and
-  the accuracy matrices (about a minute or two on 2 cores).
+- ``demo``: OTGNet, TGN fine-tuning and two ablations (no bottleneck, random event replay) on one
+  seed of the quick bench's synthetic graph; prints AP/AF and the accuracy matrices (under a
+  minute on an idle machine).
 - ``prepare``: write a graph (synthetic, or read from OTGNet / JODIE / TGN-DyGLib files) to a
   parquet directory.
 - ``train``: run the class-incremental protocol of a named system on a prepared graph; writes a
@@ -43,25 +44,30 @@ def _fmt_matrix(m) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
+    from otgnet.bench import settings
     from otgnet.continual import ContinualLearner
-    from otgnet.data import ProtocolConfig, SyntheticConfig, make_synthetic, make_tasks
+    from otgnet.data import make_synthetic, make_tasks
     from otgnet.experiments import system_configs
     from shared import progress
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    g, _ = make_synthetic(SyntheticConfig(heterophily=0.5, seed=args.seed))
-    sp = make_tasks(g, ProtocolConfig(3, 2, train_frac=0.6))
+    st = settings(quick=True)  # one seed of the quick bench's graphs and sizes
+    g, _ = make_synthetic(replace(st.synthetic, seed=args.seed))
+    sp = make_tasks(g, st.protocol)
     print(
         f"synthetic open temporal graph: {g.num_nodes} nodes, {g.num_edges} events, 3 tasks x 2 "
-        f"classes, heterophily {g.heterophily():.2f}, test nodes per task {[len(x) for x in sp.test_nodes]}"
+        f"classes, heterophily {g.heterophily():.2f} (partners '{st.synthetic.hetero_partner}'), "
+        f"test nodes per task {[len(x) for x in sp.test_nodes]}"
     )
-    train = {"epochs": args.epochs, "patience": 3, "batch_size": 50, "seed": args.seed}
-    model = {"emb_dim": 32, "hidden": 64, "ib_hidden": 32, "ib_cache": 500, "memory_dim": 32}
+    train = {**st.train, "epochs": args.epochs, "seed": args.seed}
+    model = st.model
     out = {}
-    systems = ("otgnet", "tgn_ft")
+    systems = ("otgnet", "tgn_ft", "otgnet_no_ib", "otgnet_random_edges")
     bar = progress(total=len(systems) * 3 * args.epochs, desc="epochs")
     for name in systems:
         cc, mc = system_configs(name, train, model)
@@ -76,6 +82,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(
         f"OTGNet vs TGN fine-tuning: AP {o.ap:.1f} vs {f.ap:.1f}, AF {o.af:.1f} vs {f.af:.1f} "
         f"(one seed; the bench averages {5} seeds)"
+    )
+    print(
+        f"ablations: without the bottleneck AP {out['otgnet_no_ib'].ap:.1f}, random event replay "
+        f"at the same budget AP {out['otgnet_random_edges'].ap:.1f}"
     )
     print(f"demo took {time.perf_counter() - t0:.1f} s")
     return 0
@@ -104,6 +114,7 @@ def _read_graph(args: argparse.Namespace):
                 nodes_per_class=args.nodes_per_class,
                 heterophily=args.heterophily,
                 triadic_closure=args.triadic_closure,
+                hetero_partner=args.hetero_partner,
                 seed=args.seed,
             )
         )
@@ -224,7 +235,9 @@ def _bench(args: argparse.Namespace) -> int:
     from shared import progress, write_results
 
     t0 = time.perf_counter()
-    claims, extra = bench_claims(quick=args.quick, progress=progress, workers=args.workers)
+    claims, extra = bench_claims(
+        quick=args.quick, progress=progress, workers=args.workers, seeds=args.seeds
+    )
     agg = extra["aggregate"]
     meta = {
         "seconds": time.perf_counter() - t0,
@@ -269,6 +282,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from otgnet.data.synthetic import HETERO_PARTNERS
     from otgnet.experiments import SYSTEMS
 
     ap = argparse.ArgumentParser(
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="OTGNet vs TGN fine-tuning on the synthetic graph")
-    d.add_argument("--epochs", type=_positive_int, default=8)
+    d.add_argument("--epochs", type=_positive_int, default=10)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=_positive_int, default=1)
     d.set_defaults(func=_demo)
@@ -294,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes-per-class", type=_positive_int, default=40)
     p.add_argument("--heterophily", type=_prob, default=0.3)
     p.add_argument("--triadic-closure", type=_prob, default=0.3)
+    p.add_argument(
+        "--hetero-partner",
+        choices=HETERO_PARTNERS,
+        default="older",
+        help="heterophilous partners: 'older' tasks' nodes (dossier) or 'uniform' over other classes",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_prepare)
@@ -326,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--output", default=None, help="results path (default results/otgnet.json)")
     b.add_argument(
         "--workers", type=_positive_int, default=None, help="parallel seed processes (default 2)"
+    )
+    b.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="seeds per system (default 5 quick, 8 full; at least 2); fewer to fit a busy machine",
     )
     b.set_defaults(func=_bench)
 

@@ -46,13 +46,25 @@ class BenchSettings:
     extra_systems: tuple[str, ...] = ()
     workers: int = 2
     timing_repeats: int = 5
+    # also run the bottleneck pair on the 0.2.0 generator (hetero partners from older tasks only)
+    compare_older_partners: bool = False
 
 
 def settings(quick: bool) -> BenchSettings:
+    # Heterophilous partners' classes uniform over the other classes ("uniform"): the graphs on
+    # which the bottleneck claim's premise (cross-class messages carry class information that
+    # misleads) can hold; with the dossier's "older" partners a cross-class neighbour's class
+    # tells "new vs old class" (README, "Claims"). 150 nodes per class (the dossier's default):
+    # the replay budget then covers a fraction of a class's train nodes.
     if quick:
         return BenchSettings(
             seeds=5,
-            synthetic=SyntheticConfig(nodes_per_class=50, events_per_node=8.0, heterophily=0.5),
+            synthetic=SyntheticConfig(
+                nodes_per_class=150,
+                events_per_node=8.0,
+                heterophily=0.5,
+                hetero_partner="uniform",
+            ),
             protocol=ProtocolConfig(3, 2, train_frac=0.6),
             train={"epochs": 10, "patience": 3, "batch_size": 50, "mem_size": 10},
             model={"emb_dim": 32, "hidden": 64, "ib_hidden": 32, "ib_cache": 500, "memory_dim": 32},
@@ -61,13 +73,16 @@ def settings(quick: bool) -> BenchSettings:
         )
     return BenchSettings(
         seeds=8,
-        synthetic=SyntheticConfig(nodes_per_class=100, events_per_node=10.0, heterophily=0.5),
+        synthetic=SyntheticConfig(
+            nodes_per_class=150, events_per_node=10.0, heterophily=0.5, hetero_partner="uniform"
+        ),
         protocol=ProtocolConfig(3, 2, train_frac=0.6),
         train={"epochs": 20, "patience": 5, "batch_size": 50, "mem_size": 10},
         model={},
         low_heterophily=0.1,
         high_heterophily=0.5,
         extra_systems=("tgn_random_replay", "otgnet_oracle_head", "otgnet_oracle_gate"),
+        compare_older_partners=True,
     )
 
 
@@ -82,6 +97,11 @@ def _jobs(st: BenchSettings) -> list[Job]:
         low += tuple(s for s in st.extra_systems if s == "otgnet_oracle_gate")
         for sysname in low:
             jobs.append(Job(sysname, seed, lo, st.protocol, st.train, st.model, tag="low_h"))
+        if st.compare_older_partners:
+            for tag, cfg in (("older_h", hi), ("older_low_h", lo)):
+                cfg = replace(cfg, hetero_partner="older")
+                for sysname in ("otgnet", "otgnet_no_ib"):
+                    jobs.append(Job(sysname, seed, cfg, st.protocol, st.train, st.model, tag=tag))
     return jobs
 
 
@@ -123,11 +143,15 @@ def _timing(st: BenchSettings) -> dict:
 
 
 def bench_claims(
-    quick: bool, progress=None, workers: int | None = None
+    quick: bool, progress=None, workers: int | None = None, seeds: int | None = None
 ) -> tuple[list[Claim], dict]:
     st = settings(quick)
     if workers is not None:
         st = replace(st, workers=workers)
+    if seeds is not None:
+        if not isinstance(seeds, int) or seeds < 2:
+            raise ValueError(f"seeds must be an integer >= 2 (standard deviations), got {seeds!r}")
+        st = replace(st, seeds=seeds)
     jobs = _jobs(st)
     bar = progress(total=len(jobs), desc="runs") if progress else None
     results = run_jobs(jobs, st.workers, on_done=(lambda r: bar.update(1)) if bar else None)
@@ -168,10 +192,12 @@ def _versus(
     paper: str,
     unit: str,
     details: dict | None = None,
+    tag: str = "",
 ) -> Claim:
     """Claim that system ``ours`` beats system ``base`` on the mean of ``key`` over seeds ("ap":
-    higher is better, "af": lower is better), the baseline measured in the same run."""
-    o, b = agg[ours], agg[base]
+    higher is better, "af": lower is better), the baseline measured in the same run (runs tagged
+    ``tag``)."""
+    o, b = agg[_key(tag, ours)], agg[_key(tag, base)]
     higher = key == "ap"
     better = "higher" if higher else "lower"
     return Claim(
@@ -187,10 +213,27 @@ def _versus(
         details={
             f"{key}_std": o[f"{key}_std"],
             "baseline_std": b[f"{key}_std"],
-            "paired_diff": _stat(_paired(results, ours, base, key), higher),
+            "paired_diff": _stat(_paired(results, ours, base, key, tag), higher),
             **(details or {}),
         },
     )
+
+
+def _gate_per_task(results: list[dict], tag: str) -> list[float]:
+    """Mean over seeds of OTGNet's gate accuracy on each task's test nodes after the last task."""
+    v = [r["gate_acc"] for r in results if r["system"] == "otgnet" and r["tag"] == tag]
+    v = [g for g in v if g]
+    return np.nanmean(np.array(v, float), 0).tolist() if v else []
+
+
+def _partners(cfg: SyntheticConfig) -> str:
+    if cfg.hetero_partner == "uniform":
+        return "of a class drawn uniformly among the other classes present"
+    return "from older tasks' classes"
+
+
+def _key(tag: str, system: str) -> str:
+    return f"{tag}:{system}" if tag else system
 
 
 def _gate(agg: dict, key: str) -> float:
@@ -233,7 +276,8 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
         Claim(
             name="ib_gain_grows_with_heterophily",
             description=f"AP gain of the bottleneck (OTGNet minus OTGNet without it) at heterophily "
-            f"{hi} minus the gain at {lo} (points, mean of {n} seeds)",
+            f"{hi} minus the gain at {lo} (points, mean of {n} seeds; heterophilous partners "
+            f"{_partners(st.synthetic)})",
             measured=float(gain_hi.mean() - gain_lo.mean()),
             baseline=float(gain_lo.mean()),
             target=0.0,
@@ -243,13 +287,18 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
             details={
                 "gain_high": _stat(gain_hi),
                 "gain_low": _stat(gain_lo),
+                "difference_per_seed": _stat(gain_hi - gain_lo),
+                "hetero_partner": st.synthetic.hetero_partner,
                 # does heterophily hurt the model without the bottleneck at all?
                 "no_ib_ap_high": agg["otgnet_no_ib"]["ap_mean"],
                 "no_ib_ap_low": agg["low_h:otgnet_no_ib"]["ap_mean"],
                 # % of scored test nodes whose (pseudo-)label at the gate is right
                 "gate_acc_high": _gate(agg, "otgnet"),
                 "gate_acc_low": _gate(agg, "low_h:otgnet"),
+                "gate_acc_per_task_high": _gate_per_task(results, ""),
+                "gate_acc_per_task_low": _gate_per_task(results, "low_h"),
                 **_oracle_gate_gains(results, agg),
+                **_older_partner_gains(results, agg),
             },
         )
     )
@@ -258,7 +307,8 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
         _versus(
             "triad_vs_random_replay",
             "AP (%) of OTGNet with triad replay vs OTGNet with random event replay at the same "
-            "budget (as many replayed events as triad selection stores)",
+            f"budget (as many replayed events as triad selection stores; {st.synthetic.nodes_per_class} "
+            "nodes per class)",
             "ap",
             "otgnet",
             "otgnet_random_edges",
@@ -267,9 +317,18 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
             "triad replay > random replay (ablation)",
             "%",
             {
+                "nodes_per_class": st.synthetic.nodes_per_class,
+                "heterophily": st.high_heterophily,
                 "buffer_events": _buffers(results, "otgnet"),
                 "random_buffer_events": _buffers(results, "otgnet_random_edges"),
+                # distinct nodes in the triad buffer / train nodes of the tasks it covers
+                "buffer_node_fraction": _mean(results, "otgnet", "", "buffer_node_fraction"),
+                # replayed events between two classes (they rehearse an older class's label too)
+                "random_buffer_cross_class_fraction": _mean(
+                    results, "otgnet_random_edges", "", "buffer_cross_class_fraction"
+                ),
                 "random_af": rnd["af_mean"],
+                "triad_af": agg["otgnet"]["af_mean"],
                 "random_triads_ap": agg["otgnet_random_triads"]["ap_mean"],
                 "random_triads_paired_diff": _stat(
                     _paired(results, "otgnet", "otgnet_random_triads", "ap")
@@ -313,9 +372,14 @@ def _claims(agg: dict, results: list[dict], timing: dict, st: BenchSettings) -> 
     return claims
 
 
-def _buffers(results: list[dict], system: str) -> float:
+def _buffers(results: list[dict], system: str, tag: str = "") -> float:
     """Mean number of replayed events after the last buffer update, over seeds."""
-    v = [r["buffer_edges"][-1] for r in results if r["system"] == system and not r["tag"]]
+    v = [r["buffer_edges"][-1] for r in results if r["system"] == system and r["tag"] == tag]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _mean(results: list[dict], system: str, tag: str, key: str) -> float:
+    v = [r[key] for r in results if r["system"] == system and r["tag"] == tag and key in r]
     return float(np.mean(v)) if v else float("nan")
 
 
@@ -329,4 +393,20 @@ def _oracle_gate_gains(results: list[dict], agg: dict) -> dict:
         "oracle_gate_gain_high": _stat(hi),
         "oracle_gate_gain_low": _stat(lo),
         "oracle_gate_difference": float(hi.mean() - lo.mean()),
+    }
+
+
+def _older_partner_gains(results: list[dict], agg: dict) -> dict:
+    """The same comparison on the 0.2.0 generator (heterophilous partners from older tasks only),
+    when it was run: the no-bottleneck AP at both rates shows whether heterophily hurts there."""
+    if "older_h:otgnet" not in agg or "older_low_h:otgnet" not in agg:
+        return {}
+    hi = _paired(results, "otgnet", "otgnet_no_ib", "ap", tag="older_h")
+    lo = _paired(results, "otgnet", "otgnet_no_ib", "ap", tag="older_low_h")
+    return {
+        "older_partners_gain_high": _stat(hi),
+        "older_partners_gain_low": _stat(lo),
+        "older_partners_difference": float(hi.mean() - lo.mean()),
+        "older_partners_no_ib_ap_high": agg["older_h:otgnet_no_ib"]["ap_mean"],
+        "older_partners_no_ib_ap_low": agg["older_low_h:otgnet_no_ib"]["ap_mean"],
     }

@@ -105,10 +105,30 @@ def run_job(job: Job) -> dict:
     graph, _ = make_synthetic(replace(job.synthetic, seed=job.seed))
     split = make_tasks(graph, job.protocol)
     cc, mc = system_configs(job.system, {**job.train, "seed": job.seed}, job.model)
-    res = ContinualLearner(graph, split, cc, mc).fit()
+    learner = ContinualLearner(graph, split, cc, mc)
+    res = learner.fit()
     out = res.to_dict()
     out.update(system=job.system, seed=job.seed, tag=job.tag, heterophily=graph.heterophily())
+    out["buffer_node_fraction"] = buffer_node_fraction(learner)
+    e = learner.buffer.edges
+    cross = graph.label_src[e] != graph.label_dst[e]
+    out["buffer_cross_class_fraction"] = float(cross.mean()) if len(e) else float("nan")
     return out
+
+
+def buffer_node_fraction(learner) -> float:
+    """Distinct train nodes touched by the replay buffer's events over the train nodes of the tasks
+    the buffer covers (all but the last): how much of the past the replay budget spans. NaN
+    without replay."""
+    from otgnet.data.protocol import TRAIN
+
+    buf, sp, g = learner.buffer, learner.split, learner.graph
+    if not len(buf):
+        return float("nan")
+    e = buf.edges
+    touched = np.unique(np.concatenate([g.src[e], g.dst[e]]))
+    past = (sp.node_split == TRAIN) & (sp.node_task >= 0) & (sp.node_task < sp.n_task - 1)
+    return float(past[touched].sum() / max(1, past.sum()))
 
 
 def _init_worker() -> None:

@@ -14,10 +14,23 @@ Events run in time order, task by task; a source ``v`` (a node of the current ta
 arrived) links, with probability ``triadic_closure``, to a same-class neighbour of a same-class
 neighbour it is not yet linked to (closing a triangle; when there is none it falls back to a
 homophilous link); otherwise, with probability ``heterophily``, to a node of an *older* class
-(another class of the same task in task 0); otherwise to a node of its own class. Every one of the
-three picks is in ``v``'s community with probability ``same_community`` (when it has a candidate
-there): triangles close more often between similar nodes, as in real graphs, so a closed triad's
-ends share a community more often than an open triad's (the structure the pattern loss learns).
+(another class of the same task in task 0; see ``hetero_partner``); otherwise to a node of its own
+class. Every one of the three picks is in ``v``'s community with probability ``same_community``
+(when it has a candidate there): triangles close more often between similar nodes, as in real
+graphs, so a closed triad's ends share a community more often than an open triad's (the structure
+the pattern loss learns).
+
+``hetero_partner`` chooses the heterophilous partner:
+
+- ``"older"`` (default; dossier B9.3 and the paper's picture of heterophilous events: a new-class
+  node linking to an old-class node): a node of an older task (the other class of task 0 in task 0).
+  A cross-class neighbour's class then tells a model "new vs old class", the very distinction
+  class-incremental evaluation scores, so cross-class messages carry useful class information;
+- ``"uniform"``: the partner's class is drawn uniformly among every *other* class present so far
+  (the source's own task included), then a node of it (community preference as above). A
+  cross-class neighbour's class is then (up to "not my class") unrelated to the centre's, while its
+  class-specific features still pollute a plain message-passing model: the setting in which the
+  bottleneck's premise can be tested. (In task 0 with two classes both rules pick the other class.)
 """
 
 from __future__ import annotations
@@ -28,9 +41,10 @@ import numpy as np
 
 from otgnet.data.graph import OpenTemporalGraph
 
-__all__ = ["CLOSURE", "HETERO", "HOMO", "SyntheticConfig", "make_synthetic"]
+__all__ = ["CLOSURE", "HETERO", "HETERO_PARTNERS", "HOMO", "SyntheticConfig", "make_synthetic"]
 
 HOMO, HETERO, CLOSURE = 0, 1, 2
+HETERO_PARTNERS = ("older", "uniform")
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class SyntheticConfig:
     class_noise: float = 1.0
     comm_noise: float = 1.0
     heterophily: float = 0.3
+    hetero_partner: str = "older"
     triadic_closure: float = 0.3
     same_community: float = 0.8
     prototype_overlap: float = 0.5
@@ -79,6 +94,10 @@ class SyntheticConfig:
             raise ValueError(f"events_per_node must be > 0, got {self.events_per_node}")
         if not isinstance(self.task_duration, int) or self.task_duration < 2:
             raise ValueError(f"task_duration must be an integer >= 2, got {self.task_duration!r}")
+        if self.hetero_partner not in HETERO_PARTNERS:
+            raise ValueError(
+                f"hetero_partner must be one of {HETERO_PARTNERS}, got {self.hetero_partner!r}"
+            )
         if self.n_task == 1 and self.n_class == 1:
             raise ValueError("need at least two classes")
 
@@ -142,6 +161,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
         nodes_k = np.flatnonzero(task_of == k)
         order = nodes_k[np.argsort(arrival[nodes_k], kind="stable")]
         arr_sorted = arrival[order]
+        seen = (k + 1) * cfg.n_class  # classes present by the end of task k
         n_ev = round(cfg.events_per_node * nodes_k.size / 2)
         times = np.sort(rng.integers(k * dur, (k + 1) * dur, n_ev))
         for tau in times:
@@ -166,7 +186,15 @@ def make_synthetic(config: SyntheticConfig | None = None) -> tuple[OpenTemporalG
                     target = _pick(rng, cand_arr, comm, q, cfg.same_community)
                     kd = CLOSURE
             if target is None and not coin_tc and rng.random() < cfg.heterophily:
-                if k > 0:
+                if cfg.hetero_partner == "uniform":
+                    # class uniform over every other class present so far, own task included
+                    others = [
+                        j for j in range(seen) if j != c and (arrival[by_class[j]] <= tau).any()
+                    ]
+                    cj = others[int(rng.integers(len(others)))] if others else None
+                    pool = by_class[cj] if cj is not None else by_class[c][:0]
+                    pool = pool[arrival[pool] <= tau]
+                elif k > 0:
                     pool = np.flatnonzero(task_of < k)
                 else:
                     pool = nodes_k[(label[nodes_k] != c) & (arrival[nodes_k] <= tau)]
