@@ -169,6 +169,21 @@ def test_lora_option(synth, tok, student):
     assert np.isfinite(hist[-1]["loss"])
 
 
+def test_lora_adapters_start_from_the_config_seed(tok):
+    """LoRA's random initial adapters come from ``cfg.seed``, not the global generator."""
+    pytest.importorskip("peft")
+    from shared.lm import tiny_causal_lm
+
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model = tiny_causal_lm(tok, layers=1, hidden=32, heads=2, seed=0)
+        tr = DistillTrainer(model, tok, DistillConfig(method="cot", lora_rank=2, seed=3))
+        states.append({k: v.clone() for k, v in tr.model.state_dict().items() if "lora_A" in k})
+    assert states[0] and states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_seq2seq_student_trains(synth, tok):
     from transformers import T5Config, T5ForConditionalGeneration
 

@@ -124,6 +124,43 @@ def test_fit_weighting_outputs_aligned_weights(synth, tok, student):
         WeightingConfig(init_keep=1.0)
 
 
+def test_fit_weighting_is_repeatable_whatever_the_global_rng(synth, tok, student):
+    """The module's initial values come from ``cfg.seed``, not from the process's global
+    generator (which torch seeds at random per process: 0.2.0's runs differed run to run)."""
+    enc = encode_all(synth[0][:12], tok)
+    cfg = WeightingConfig(steps=2, predictor_warmup=1, batch_size=4, mlp_hidden=16)
+    out = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        mod, hist = fit_weighting(enc, student, tok, cfg)
+        out.append((token_weights(mod, enc, pad_id=tok.pad_token_id), hist))
+    (w1, h1), (w2, h2) = out
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2, strict=True))
+    assert h1 == h2
+    torch.manual_seed(1)
+    mod3, _ = fit_weighting(enc, student, tok, WeightingConfig(**{**cfg.to_dict(), "seed": 7}))
+    w3 = token_weights(mod3, enc, pad_id=tok.pad_token_id)
+    assert not all(np.array_equal(a, b) for a, b in zip(w1, w3, strict=True))  # seed matters
+
+
+def test_answer_nll_through_the_output_head_equals_the_full_forward(synth, tok, student):
+    """Logits only at the answer positions (memory) give the full forward pass's losses."""
+    enc = encode_all(synth[0][:6], tok)
+    cfg = WeightingConfig(prefixes=3)
+    mod, _ = fit_weighting(enc, student, tok, WeightingConfig(steps=0))
+    batch = collate_weighting(enc, tok.pad_token_id, cfg.prefixes, np.random.default_rng(0))
+    outs = []
+    for head_path in (True, False):
+        mod._head_path = head_path
+        out = mod(batch, cfg, 0.5, torch.Generator().manual_seed(0))
+        outs.append((out["L_p"], out["loss"]))
+    assert outs[0][0].item() == pytest.approx(outs[1][0].item(), rel=1e-5)
+    assert outs[0][1].item() == pytest.approx(outs[1][1].item(), rel=1e-5)
+    mod._head_path = None  # the first call checks the head path against the model's logits
+    mod(batch, cfg, 0.5, torch.Generator().manual_seed(0))
+    assert mod._head_path is True  # a Llama's logits are head(decoder(x))
+
+
 def test_auroc_matches_sklearn():
     from sklearn.metrics import roc_auc_score
 

@@ -100,23 +100,10 @@ def _pipeline(a: argparse.Namespace):
 
 
 def _demo_config(quick: bool = True):
-    from kpod.bench import PRETRAIN_QUICK
-    from kpod.distill import DistillConfig
-    from kpod.pipeline import RunConfig
-    from kpod.schedule import ScheduleConfig
-    from kpod.student import TinyStudentConfig
-    from kpod.synthetic import SyntheticConfig
-    from kpod.weighting import WeightingConfig
+    """The quick benchmark's run configuration (one seed per method in the demo)."""
+    from kpod.bench import bench_config
 
-    return RunConfig(
-        synthetic=SyntheticConfig(n_train=400, n_test=100),
-        tiny=TinyStudentConfig(pretrain_steps=PRETRAIN_QUICK),
-        weighting=WeightingConfig(steps=60),
-        schedule=ScheduleConfig(stages=3),
-        distill=DistillConfig(epochs=6, lr=3e-3),
-        max_new_tokens=128,
-        eval_batch_size=50,
-    )
+    return bench_config(quick)[0]
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

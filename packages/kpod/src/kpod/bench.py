@@ -35,24 +35,31 @@ from shared import Claim, progress, write_results
 
 __all__ = ["bench_config", "run_bench", "schedule_ratio"]
 
-PRETRAIN_QUICK = 300  # pre-training steps of the tiny student (stand-in for pre-training)
+PRETRAIN_QUICK = 600  # pre-training steps of the tiny student (stand-in for pre-training)
 
 
 def bench_config(quick: bool) -> tuple[RunConfig, int]:
-    """The run configuration and the number of seeds."""
+    """The run configuration and the number of seeds.
+
+    Sized (0.3.0) so that standard CoT distillation clearly learns the task inside the quick
+    budget: values up to 20 and 2-3 steps per question, a 2-layer d=64 student pre-trained on
+    arithmetic text for ``PRETRAIN_QUICK`` steps, then 300 optimiser steps of batch 16 per
+    distilled student (0.2.0: values up to 99, 2-4 steps, 75 steps of batch 32: every method
+    stayed near chance).
+    """
     if quick:
-        syn = SyntheticConfig(n_train=400, n_test=100, seed=0)
+        syn = SyntheticConfig(n_train=800, n_test=200, max_value=20, max_steps=3, seed=0)
         epochs, seeds, wsteps, pre = 6, 3, 60, PRETRAIN_QUICK
     else:
-        syn = SyntheticConfig(n_train=2000, n_test=400, seed=0)
-        epochs, seeds, wsteps, pre = 16, 5, 300, 2 * PRETRAIN_QUICK
+        syn = SyntheticConfig(n_train=2000, n_test=400, max_value=20, max_steps=3, seed=0)
+        epochs, seeds, wsteps, pre = 8, 5, 300, 2 * PRETRAIN_QUICK
     cfg = RunConfig(
         synthetic=syn,
-        tiny=TinyStudentConfig(pretrain_steps=pre),
+        tiny=TinyStudentConfig(hidden=64, pretrain_steps=pre),
         weighting=WeightingConfig(steps=wsteps),
         schedule=ScheduleConfig(stages=epochs // 2),
-        distill=DistillConfig(epochs=epochs, batch_size=32, lr=3e-3),
-        max_new_tokens=128,
+        distill=DistillConfig(epochs=epochs, batch_size=16, lr=3e-3),
+        max_new_tokens=96,
         eval_batch_size=50,
     )
     return cfg, seeds
@@ -238,7 +245,8 @@ def run_smollm2_bench(
             description=f"GSM8K test accuracy of SmolLM2-135M + LoRA, KPOD (ours) vs standard CoT distillation, {r['n_train']} train / {r['n_test']} test questions",
             measured=acc.get("kpod"),
             baseline=acc.get("cot"),
-            target=acc.get("cot"),
+            target=None,
+            comparator="info",  # a record with its sample size, not a test (n_test is tiny)
             paper="46.74 vs 41.58 GSM8K, LLaMA-7B",
             details=r,
         )

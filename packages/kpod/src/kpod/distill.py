@@ -241,7 +241,9 @@ class DistillTrainer:
                 target_modules="all-linear",
                 task_type="SEQ_2_SEQ_LM" if self.seq2seq else "CAUSAL_LM",
             )
-            model = get_peft_model(model, lcfg)
+            with torch.random.fork_rng(devices=[]):  # adapters initialised from cfg.seed
+                torch.manual_seed(cfg.seed)
+                model = get_peft_model(model, lcfg)
         self.model = model.to(cfg.device)
         self.rank, self.world = 0, 1
         import torch.distributed as dist

@@ -206,7 +206,10 @@ def _op(rng: random.Random, a: int, vmax: int = 99) -> tuple[str, int, int, int,
         c = a - b
         hard = 2 if (a % 10) >= b else 3
         return "-", b, c, hard, f"gives away {b}"
-    b = rng.randint(2, min(3, vmax // a))
+    # b is drawn from 2..9 where the product allows it, so that the multiplier is about as
+    # unpredictable as the operand of + and - (0.2.0 drew it from 2..3: a multiplication step
+    # looked *easier* to a student guessing b)
+    b = rng.randint(2, max(2, min(9, vmax // a)))
     c = a * b
     return "*", b, c, 4, f"gets {b} times as many"
 
@@ -278,7 +281,9 @@ def make_synthetic(cfg: SyntheticConfig | None = None) -> tuple[list[CoTExample]
     return train, test
 
 
-def synthetic_corpus(n: int = 2000, seed: int = 0, max_value: int = 99) -> list[str]:
+def synthetic_corpus(
+    n: int = 2000, seed: int = 0, max_value: int = 99, *, narratives: bool = True
+) -> list[str]:
     """Text for tokenizer training and student pre-training (not the task's template).
 
     Stands in for a pre-trained student's prior knowledge (our notes, Sec. A9): bare
@@ -286,10 +291,30 @@ def synthetic_corpus(n: int = 2000, seed: int = 0, max_value: int = 99) -> list[
     ("7+5=12.\ntherefore, the answer is 12."), the copy-and-restate skill every pre-trained LM
     has, and arithmetic chains that carry each result into the next operation ("start with 7.
     7+5=12. 12-3=9.").
+
+    ``narratives`` (0.3.0) adds, per item, a short story that does arithmetic in the task's own
+    vocabulary ("ana has 7 coins. so ana has 7+5=12 coins. honestly then ana has 12-3=9
+    coins."): names, items and filler words in running text, as any pre-trained LM has read.
+    Without it the student meets those words for the first time in the task and its NLL there
+    says nothing about arithmetic (0.2.0: no relation between step NLL and planted hardness).
+    A narrative has no question: which operation comes next, and with which operand, is what
+    distillation has to teach.
     """
     rng = random.Random(seed + 7919)
     out = []
     for _ in range(n):
+        if narratives:
+            name, item = rng.choice(NAMES), rng.choice(ITEMS)
+            v = rng.randint(2, min(30, max_value))
+            story = [f"{name} has {v} {item}."]
+            for _ in range(rng.randint(1, 4)):
+                sym4, u, r, _, _ = _op(rng, v, max_value)
+                lead = " ".join(rng.choice(FILLER_PHRASES) for _ in range(rng.randint(0, 2)))
+                story.append(
+                    f"{lead} {rng.choice(CONNECTIVES)} {name} has {v}{sym4}{u}={r} {item}."
+                )
+                v = r
+            out.append(" ".join(story).replace("  ", " "))
         a = rng.randint(0, max_value)
         sym, b, c, _, _ = _op(rng, a, max_value)
         out.append(f"{a}{sym}{b}={c}.")
