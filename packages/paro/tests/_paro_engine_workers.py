@@ -7,10 +7,9 @@ import traceback
 
 import torch
 import torch.distributed as dist
-from _paro_layer_workers import layer_suite
+from _paro_layer_workers import _catch, adamw, layer_suite
 from paro.engine import ParoDataParallel
 from paro.topology import build_groups
-from paro.views import ShardedTensorError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -42,19 +41,6 @@ def data(rank: int, step: int, micro: int, dtype=torch.float32, batch: int = 4):
     return torch.randn(batch, 6, generator=g, dtype=dtype), torch.randn(
         batch, 3, generator=g, dtype=dtype
     )
-
-
-def adamw(ps):
-    return torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1)
-
-
-def _catch(fn):
-    try:
-        return ("ok", fn())
-    except ShardedTensorError as e:
-        return ("sharded", str(e))
-    except Exception as e:
-        return (type(e).__name__, str(e))
 
 
 def _flat(model: nn.Module) -> torch.Tensor:

@@ -299,7 +299,6 @@ def _reduce_scatter_bytes(a: dict[str, Any], numel: int) -> dict[str, Any]:
 def _job_train(a: dict[str, Any]) -> dict[str, Any]:
     """Step time of several strategies on one model, interleaved step by step."""
     import torch
-    import torch.distributed as dist
     from torch import nn
 
     from paro.engine import ParoDataParallel
@@ -341,20 +340,7 @@ def _job_train(a: dict[str, Any]) -> dict[str, Any]:
             steppers[name], sizers[name] = _BASELINES[name](a, width, accum, batches)
         except Exception as e:  # a baseline that cannot run is reported, never hidden
             errors[name] = f"{type(e).__name__}: {e}"[-600:]
-    times: dict[str, list[float]] = {k: [] for k in steppers}
-    link: dict[str, int] = {}
-    for rep in range(int(spec["repeats"]) + 1):
-        for label, step in steppers.items():
-            dist.barrier()
-            tx0 = _tx_bytes(a["dev"])
-            t0 = time.perf_counter()
-            step()
-            dist.barrier()
-            dt = time.perf_counter() - t0
-            if rep == 0:
-                link[label] = _tx_bytes(a["dev"]) - tx0
-            else:
-                times[label].append(dt)
+    times, link = _interleaved(a["dev"], steppers, int(spec["repeats"]))
     numel = sum(p.numel() for p in next(iter(engines.values())).module.parameters())
     state_bytes = {label: int(size()) for label, size in sizers.items()}  # after the first step
     out = {
@@ -379,7 +365,6 @@ def _job_layers(a: dict[str, Any]) -> dict[str, Any]:
 
 def _layers_timing(a: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    import torch.distributed as dist
     from torch import nn
 
     from paro.engine import ParoDataParallel
@@ -410,20 +395,11 @@ def _layers_timing(a: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         (torch.randn(batch, width, generator=gen), torch.randn(batch, width, generator=gen))
         for _ in range(accum)
     ]
-    times: dict[str, list[float]] = {k: [] for k in engines}
-    link: dict[str, int] = {}
-    for rep in range(int(spec["repeats"]) + 1):
-        for label, eng in engines.items():
-            dist.barrier()
-            tx0 = _tx_bytes(a["dev"])
-            t0 = time.perf_counter()
-            eng.train_step(batches, nn.functional.mse_loss)
-            dist.barrier()
-            dt = time.perf_counter() - t0
-            if rep == 0:
-                link[label] = _tx_bytes(a["dev"]) - tx0
-            else:
-                times[label].append(dt)
+    steppers = {
+        label: (lambda eng=eng: eng.train_step(batches, nn.functional.mse_loss))
+        for label, eng in engines.items()
+    }
+    times, link = _interleaved(a["dev"], steppers, int(spec["repeats"]))
     params = {k: e.full_parameters() for k, e in engines.items()}
     rel = {}  # gloo's 4-rank sums may add in another order per buffer: not bit-equal here
     for k, v in params.items():
@@ -435,6 +411,33 @@ def _layers_timing(a: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         "numel": sum(p.numel() for p in DeepMLP(n_layers, width).parameters()),
         "rel_diff_to_whole_model": rel,
     }
+
+
+def _interleaved(
+    dev: str, steppers: dict[str, Any], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Run every stepper once per round, interleaved, ``repeats + 1`` rounds between barriers.
+
+    Round 0 is the warm-up; it gives each stepper's link bytes (kernel counter of ``dev``); the
+    other rounds give its step times.
+    """
+    import torch.distributed as dist
+
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    link: dict[str, int] = {}
+    for rep in range(repeats + 1):
+        for label, step in steppers.items():
+            dist.barrier()
+            tx0 = _tx_bytes(dev)
+            t0 = time.perf_counter()
+            step()
+            dist.barrier()
+            dt = time.perf_counter() - t0
+            if rep == 0:
+                link[label] = _tx_bytes(dev) - tx0
+            else:
+                times[label].append(dt)
+    return times, link
 
 
 def _mlp(width: int):
