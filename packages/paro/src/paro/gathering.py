@@ -147,13 +147,8 @@ class ParameterBuffer:
         return self.padded * self.full.element_size()
 
     def gather(self, global_comm: str) -> None:
-        """All-gather the p-level shard into the full buffer and bind the module's parameters."""
-        if not self.params:
-            self.gathered = True
-            return
-        if self.gathered:
-            self.check_bound()
-            return
+        """All-gather the p-level shard into the full buffer and bind the module's parameters
+        (already gathered: only checks the binding; no parameters: marks it gathered)."""
         self.fetch(global_comm)
         self.bind()
 
