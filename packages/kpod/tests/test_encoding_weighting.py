@@ -193,3 +193,83 @@ def test_score_surrogate_is_an_unbiased_gradient_of_the_expected_answer_loss():
     sur = TokenWeighter._score_surrogate(w, m, r_valid, torch.stack(per_row), [], batch, K)
     (grad,) = torch.autograd.grad(sur, w)
     assert grad[0].tolist() == pytest.approx([-6.0, 0.0, -3.0], abs=0.25)
+
+
+def test_rationale_worth_is_the_answer_nll_whole_rationales_save_per_token(synth, tok, student):
+    """``rationale_worth`` = sum_i [L_p,i(all masked) - L_p,i(all kept)] / sum_i L_i, Eq. 5 over
+    every prefix (``prefixes=0``), batched or one example at a time."""
+    from kpod.weighting import rationale_worth
+
+    enc = encode_all(synth[0][:6], tok)
+    cfg = WeightingConfig(prefixes=0, batch_size=4, mlp_hidden=16)
+    mod, _ = fit_weighting(enc, student, tok, WeightingConfig(steps=0, mlp_hidden=16))
+    mod.eval()
+    gain, tokens = 0.0, 0
+    for e in enc:
+        b = collate_weighting([e], tok.pad_token_id, 0, np.random.default_rng(0))
+        keep = b["r_valid"].float()
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            kept = mod(b, cfg, 0.0, g, mask=keep)["L_p"]
+            masked = mod(b, cfg, 0.0, g, mask=torch.zeros_like(keep))["L_p"]
+        gain += float(masked - kept)
+        tokens += len(e.rationale_tokens)
+    # float32 sums of ~100-nat losses with and without padding: agree to ~1e-6 per token
+    assert rationale_worth(mod, enc, cfg, tok.pad_token_id) == pytest.approx(gain / tokens, abs=1e-5)
+
+
+def test_relative_alpha_charges_alpha_times_the_measured_worth(synth, tok, student, monkeypatch):
+    import kpod.weighting as kw
+
+    enc = encode_all(synth[0][:16], tok)
+    base = dict(steps=3, predictor_warmup=2, batch_size=4, mlp_hidden=16, warmup_steps=0)
+    monkeypatch.setattr(kw, "rationale_worth", lambda *a, **k: 0.25)
+    mod, hist = fit_weighting(enc, student, tok, WeightingConfig(alpha=0.5, **base))
+    assert mod.calibration["worth_per_token"] == 0.25
+    assert mod.calibration["alpha_per_token"] == pytest.approx(0.125)
+    assert [h["alpha"] for h in hist] == [0.0, 0.0] + [pytest.approx(0.125)] * 3
+    # a predictor that gains nothing from rationales: said loudly, the literal charge is used
+    monkeypatch.setattr(kw, "rationale_worth", lambda *a, **k: -0.1)
+    with pytest.warns(RuntimeWarning, match="gains nothing from whole rationales"):
+        mod, hist = fit_weighting(enc, student, tok, WeightingConfig(alpha=0.5, **base))
+    assert mod.calibration["alpha_per_token"] == 0.5 and hist[-1]["alpha"] == 0.5
+    # alpha_scale="absolute": alpha nats per kept token, nothing measured
+    monkeypatch.setattr(kw, "rationale_worth", lambda *a, **k: pytest.fail("measured"))
+    mod, hist = fit_weighting(enc, student, tok, WeightingConfig(alpha_scale="absolute", **base))
+    assert mod.calibration == {"alpha_scale": "absolute", "alpha_per_token": 0.5}
+    assert hist[-1]["alpha"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"alpha_scale": "log"}, {"calibration_examples": 0}, {"warmup_keep": "half"}],
+)
+def test_weighting_config_refuses_bad_calibration_and_warmup_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        WeightingConfig(**bad)
+
+
+def test_warmup_feeds_eq5_prefixes_at_every_mask_density(synth, tok, student, monkeypatch):
+    """The predictor warm-up sees the prefixes Eq. 5 will ask about (not only whole
+    rationales) and keep rates spread over (0, 1) (not only ``init_keep``)."""
+    enc = encode_all(synth[0][:32], tok)
+    seen = []
+    orig = TokenWeighter.forward
+
+    def spy(self, batch, cfg, alpha, generator, **kw):
+        if kw.get("mask") is not None:
+            m, v = kw["mask"], batch["r_valid"]
+            seen.append(([len(c) for c in batch["cuts"]], (m.sum(1) / v.sum(1)).tolist()))
+        return orig(self, batch, cfg, alpha, generator, **kw)
+
+    monkeypatch.setattr(TokenWeighter, "forward", spy)
+    cfg = WeightingConfig(steps=1, predictor_warmup=8, batch_size=8, mlp_hidden=16, prefixes=4)
+    fit_weighting(enc, student, tok, cfg)
+    warm = seen[:8]  # then the calibration passes
+    assert all(n >= 2 for cuts, _ in warm for n in cuts)
+    rates = [r for _, rs in warm for r in rs]
+    assert min(rates) < 0.3 and max(rates) > 0.9
+    seen.clear()
+    old = WeightingConfig(**{**cfg.to_dict(), "warmup_keep": "init", "warmup_prefixes": False})
+    fit_weighting(enc, student, tok, old)
+    assert all(n == 1 for cuts, _ in seen[:8] for n in cuts)

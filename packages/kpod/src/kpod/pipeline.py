@@ -262,6 +262,7 @@ class Pipeline:
         info = {
             "history": hist[-1] if hist else {},
             "auroc": auroc(s, y) if len(set(y)) == 2 else None,
+            "calibration": module.calibration,
         }
         write_json(self.out / "weights.json", info | {"curve": hist[:: max(1, len(hist) // 50)]})
         mark_done(self.out, "weights", h, {"auroc": info["auroc"]})

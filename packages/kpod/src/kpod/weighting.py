@@ -15,6 +15,22 @@
   rescale by ``L / n_cuts`` so ``L_p`` keeps the scale of the full sum (``prefixes=0``: all L).
 * Eq. 6: ``L_m = sum_j m_j``; Eq. 7: ``L_k = L_p + alpha L_m`` (alpha = 0.5, App. A).
 
+The price of a kept token (``WeightingConfig.alpha_scale``; the paper leaves the normalisation
+of ``L_p`` and ``L_m`` open, so the same ``alpha`` means different trade-offs for different
+predictors, answer lengths and prefix counts):
+
+* ``"relative"`` (default): after the predictor warm-up we measure, on a fixed calibration set,
+  how much answer NLL (Eq. 5, same prefixes) the whole rationale is worth to the predictor per
+  token, ``g = sum_i [L_p(all masked) - L_p(all kept)] / sum_i L_i``, and charge ``alpha * g``
+  per kept token. With alpha = 0.5 a token is worth keeping when it carries at least half the
+  answer information of an average rationale token, whatever the loss scale. Measured on the
+  quick synthetic task (values up to 20, a d=64 predictor): ``g`` ~ 0.04-0.11 nats per token
+  (the small predictor gains little beyond copying the final result), so the literal charge of
+  0.5 nats is 5-12x an average token's worth: the optimum of Eq. 7 is then to mask everything,
+  and the weights collapsed (0.3.0: keep ratio 0, keypoint AUROC 0.41). ``g <= 0`` (a predictor
+  that gains nothing from rationales) warns and falls back to the literal charge.
+* ``"absolute"``: ``alpha`` nats per kept token, literally (0.3.0 behaviour).
+
 Gradient of Eq. 7 with respect to the weights (``WeightingConfig.estimator``; the paper only
 says "Gumbel-Softmax"):
 
@@ -29,8 +45,13 @@ says "Gumbel-Softmax"):
   unbiased gradient of the paper's objective (tested against a closed form).
 
 The predictor warm-up (``predictor_warmup`` steps, ``warmup_mode="random_mask"``) trains the
-predictor alone to read the answer off whole rationales whose tokens are masked at random at the
-initial keep rate, a stand-in for the paper's pre-trained FlanT5-Large predictor.
+predictor alone, a stand-in for the paper's pre-trained FlanT5-Large predictor, on the inputs
+Eq. 5 will give it: the same sampled prefixes, with tokens masked at random at a keep rate drawn
+uniformly from (0, 1) per example (``warmup_keep="uniform"``, ``warmup_prefixes=True``). 0.3.0
+warmed it up on whole rationales at the initial keep rate only (``warmup_keep="init"``,
+``warmup_prefixes=False``): it learnt to copy the last number it sees, so at a mid-rationale
+prefix a visible intermediate result *raised* its answer NLL (the whole rationale was worth
+-0.7 nats per token under Eq. 5) and masking everything was optimal at any positive charge.
 
 The answer predictor is any Hugging Face causal LM driven through ``inputs_embeds``; a linear
 projection maps the student's embedding width to the predictor's (the paper pairs LLaMA
@@ -42,6 +63,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,6 +79,7 @@ __all__ = [
     "WeightingConfig",
     "fit_weighting",
     "gumbel_keep_mask",
+    "rationale_worth",
     "token_weights",
 ]
 
@@ -66,6 +89,8 @@ class WeightingConfig:
     """Hyper-parameters of the weighting module and its trainer."""
 
     alpha: float = 0.5  # Eq. 7, App. A
+    alpha_scale: str = "relative"  # "relative": alpha x the rationale's worth per token; "absolute"
+    calibration_examples: int = 64  # examples measuring that worth (alpha_scale="relative")
     tau: float = 1.0  # Gumbel-softmax temperature (paper: not given)
     hard: bool = True  # straight-through hard mask (paper: m in {0, 1})
     estimator: str = "score"  # gradient of E[L_p] w.r.t. w: "score" or "straight_through"
@@ -79,6 +104,8 @@ class WeightingConfig:
     predictor_lr: float = 3e-3
     predictor_warmup: int = 100  # steps training only the predictor (see warmup_mode)
     warmup_mode: str = "random_mask"  # or "full": unmasked whole rationales + their LM loss
+    warmup_keep: str = "uniform"  # random_mask keep rate: U(0,1) per example, or "init" (init_keep)
+    warmup_prefixes: bool = True  # warm up on Eq. 5's prefixes (False: whole rationales, 0.3.0)
     warmup_steps: int = 20  # then alpha ramps linearly from 0 over this many steps
     init_keep: float = 0.8  # initial keep probability (bias of the last MLP layer)
     seed: int = 0
@@ -101,6 +128,14 @@ class WeightingConfig:
             )
         if self.samples < 1 or (self.estimator == "score" and self.samples < 2):
             raise ValueError("samples must be >= 2 with the score estimator (leave-one-out)")
+        if self.warmup_keep not in ("uniform", "init"):
+            raise ValueError(f"warmup_keep must be 'uniform' or 'init', got {self.warmup_keep!r}")
+        if self.alpha_scale not in ("relative", "absolute"):
+            raise ValueError(
+                f"alpha_scale must be 'relative' or 'absolute', got {self.alpha_scale!r}"
+            )
+        if self.calibration_examples < 1:
+            raise ValueError("calibration_examples must be >= 1")
         if self.warmup_mode not in ("random_mask", "full"):
             raise ValueError(
                 f"warmup_mode must be 'random_mask' or 'full', got {self.warmup_mode!r}"
@@ -175,6 +210,7 @@ class TokenWeighter(nn.Module):
         init = weight[mask_token_id] if mask_token_id is not None else torch.zeros(d)
         self.mask_embedding = nn.Parameter(init.clone())
         self._head_path: bool | None = None  # see _label_nll (None: not yet checked)
+        self.calibration: dict[str, Any] = {}  # the charge per kept token (fit_weighting)
 
     def weights(self, r_ids: torch.Tensor, r_valid: torch.Tensor) -> torch.Tensor:
         """Eqs. 2-3: keep probabilities ``w`` (B, L) for padded rationale ids (B, L)."""
@@ -385,6 +421,34 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+@torch.no_grad()
+def rationale_worth(
+    module: TokenWeighter, encoded: list[Encoded], cfg: WeightingConfig, pad_id: int = 0
+) -> float:
+    """Answer NLL (Eq. 5, ``cfg.prefixes`` cuts) that whole rationales save the predictor, per
+    rationale token: ``sum_i [L_p,i(all masked) - L_p,i(all kept)] / sum_i L_i``.
+
+    Deterministic in ``cfg.seed``; both passes see the same cuts. ``alpha_scale="relative"``
+    charges ``alpha`` times this per kept token (see the module docstring).
+    """
+    was = module.training
+    module.eval()
+    rng = np.random.default_rng(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    dev = next(module.parameters()).device
+    gain, tokens = 0.0, 0.0
+    for s in range(0, len(encoded), cfg.batch_size):
+        chunk = encoded[s : s + cfg.batch_size]
+        batch = _to(collate_weighting(chunk, pad_id, cfg.prefixes, rng), dev)
+        keep = batch["r_valid"].float()
+        kept = module(batch, cfg, 0.0, gen, mask=keep)["L_p"]
+        masked = module(batch, cfg, 0.0, gen, mask=torch.zeros_like(keep))["L_p"]
+        gain += float(masked - kept) * len(chunk)
+        tokens += float(keep.sum())
+    module.train(was)
+    return gain / max(tokens, 1.0)
+
+
 def fit_weighting(
     encoded: list[Encoded],
     student: nn.Module,
@@ -398,12 +462,16 @@ def fit_weighting(
 
     ``predictor`` defaults to a deep copy of ``student``; the student itself is not changed.
     The first ``predictor_warmup`` steps train the predictor (and projection) to predict the
-    answer from whole rationales, randomly masked at the initial keep rate (``warmup_mode=
-    "full"``: unmasked, plus the rationale's own next-token loss), so that it can read answers
-    before masks are learned (the paper's predictor is a pre-trained FlanT5-Large; a fresh one
-    lets ``L_m`` mask everything). Then ``steps`` steps of Eq. 7. Returns the trained module and
-    a history of ``{"step", "L_k", "L_p", "L_m", "keep", "L_full"}`` (``L_full``: answer NLL
-    from the whole masked rationale).
+    answer from Eq. 5's prefixes, randomly masked at a keep rate drawn from U(0, 1) per example
+    (``warmup_mode="full"``: unmasked whole rationales, plus the rationale's own next-token
+    loss), so that it can read answers before masks are learned (the paper's predictor is a pre-trained FlanT5-Large; a fresh one
+    lets ``L_m`` mask everything). Then ``steps`` steps of Eq. 7, each kept token charged
+    ``alpha`` times the rationale's measured worth per token (:func:`rationale_worth`, measured
+    once after the warm-up on ``calibration_examples`` examples; ``alpha_scale="absolute"``:
+    ``alpha`` itself). Returns the trained module (``module.calibration`` holds the measured
+    worth and the charge) and a history of ``{"step", "L_k", "L_p", "L_m", "keep", "L_full",
+    "alpha"}`` (``L_full``: answer NLL from the whole masked rationale; ``alpha``: the charge
+    per kept token at that step, ramped in over ``warmup_steps``).
     """
     cfg = cfg or WeightingConfig()
     if not encoded:
@@ -442,6 +510,10 @@ def fit_weighting(
     history: list[dict[str, float]] = []
     order = rng.permutation(len(encoded))
     pos = 0
+    calib_idx = np.random.default_rng(cfg.seed + 1).permutation(len(encoded))
+    calib_set = [encoded[i] for i in calib_idx[: cfg.calibration_examples]]
+    price = cfg.alpha  # per kept token
+    module.calibration = {"alpha_scale": cfg.alpha_scale, "alpha_per_token": price}
     for step in progress(
         range(cfg.predictor_warmup + cfg.steps) if cfg.steps else [],
         desc="weighting",
@@ -454,15 +526,34 @@ def fit_weighting(
         warm = step < cfg.predictor_warmup
         batch = collate_weighting([encoded[i] for i in idx], pad, cfg.prefixes, rng)
         full = warm and cfg.warmup_mode == "full"
-        if warm:  # the predictor learns to read answers off whole (randomly masked) rationales
+        if warm and (full or not cfg.warmup_prefixes):  # whole rationales only (0.3.0)
             batch["cuts"] = [[c[-1]] for c in batch["cuts"]]
         batch = _to(batch, device)
         rand = None
-        if warm and not full:  # random keep/mask at the initial keep rate, no grad to f_w
+        if warm and not full:  # random keep/mask, no gradient to f_w
             u = torch.rand(batch["r_ids"].shape, generator=gen).to(device)
-            rand = (u < cfg.init_keep).float()
+            if cfg.warmup_keep == "uniform":  # every mask density Eq. 7 may reach, 0 to 1
+                rate = torch.rand(u.shape[0], 1, generator=gen).to(device)
+                rand = (u < rate).float()
+            else:
+                rand = (u < cfg.init_keep).float()
         j = step - cfg.predictor_warmup
-        alpha = cfg.alpha * min(1.0, (j + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.alpha
+        if j == 0 and cfg.alpha_scale == "relative":
+            worth = rationale_worth(module, calib_set, cfg, pad)
+            if worth > 0:
+                price = cfg.alpha * worth
+            else:
+                warnings.warn(
+                    f"the answer predictor gains nothing from whole rationales after its warm-up "
+                    f"(worth {worth:.4f} nats per token on {len(calib_set)} examples): charging "
+                    f"alpha={cfg.alpha} per kept token as is; expect every weight to collapse "
+                    f"(train the predictor longer: predictor_warmup)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            module.calibration = {"alpha_scale": "relative", "alpha_per_token": price,
+                                  "worth_per_token": worth, "examples": len(calib_set)}  # fmt: skip
+        alpha = price * min(1.0, (j + 1) / cfg.warmup_steps) if cfg.warmup_steps else price
         out = module(batch, cfg, 0.0 if warm else alpha, gen, keep_all=full, mask=rand)
         opt.zero_grad(set_to_none=True)
         out.get("loss", out["L_k"]).backward()
@@ -471,7 +562,7 @@ def fit_weighting(
         opt.step()
         history.append(
             {k: float(out[k].detach()) for k in ("L_k", "L_p", "L_m", "keep", "L_full")}
-            | {"step": step}
+            | {"step": step, "alpha": 0.0 if warm else alpha}
         )
     module.eval()
     return module, history
