@@ -165,6 +165,8 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
     assert e.value.code == 2
     assert main(["prepare", "--out", str(tmp_path), "--data", "gsm8k"]) == 2
     assert "needs train_path" in capsys.readouterr().err
+    assert main(["prepare", "--out", str(tmp_path / "a"), "--alpha-scale", "log"]) == 2
+    assert "alpha_scale must be 'relative' or 'absolute'" in capsys.readouterr().err
     assert main(["weights", "--out", str(tmp_path / "empty")]) == 2  # nothing prepared
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "config.json").write_text("{not json")

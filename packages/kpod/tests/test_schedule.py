@@ -154,3 +154,20 @@ def test_brute_force_is_exact_on_tiny_instance():
         key=lambda S: shifted_value(S, costs, cl, 1.0),
     )
     assert select(costs, cl, 4.0, beta=1.0, method="brute") == sorted(best)
+
+
+def test_spearman_gap_interval_brackets_clear_and_null_gaps():
+    import pandas as pd
+    from kpod.bench import spearman_gap_interval
+
+    rng = np.random.default_rng(0)
+    n = 300
+    hard = rng.integers(1, 5, size=2 * n).astype(float)
+    noise = rng.normal(size=2 * n)
+    df = pd.DataFrame({"id": np.repeat(np.arange(n), 2), "hardness": hard,
+                       "difficulty": hard + 0.5 * noise, "difficulty_uniform": noise})  # fmt: skip
+    lo, hi = spearman_gap_interval(df, n_boot=200)
+    assert 0 < lo < hi  # weighted tracks hardness, uniform does not
+    df["difficulty"] = df["difficulty_uniform"]
+    lo, hi = spearman_gap_interval(df, n_boot=50)
+    assert lo == hi == 0.0  # identical scores: no gap in any resample

@@ -53,7 +53,7 @@ from kpod.weighting import (
     token_weights,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "ANSWER",

@@ -42,6 +42,7 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "device": ("device", str),
     "weight_steps": ("weighting.steps", _pos_int),
     "alpha": ("weighting.alpha", _nonneg_float),
+    "alpha_scale": ("weighting.alpha_scale", str),
     "stages": ("schedule.stages", _pos_int),
     "beta": ("schedule.beta", _nonneg_float),
     "p": ("schedule.p", float),
