@@ -212,3 +212,43 @@ def test_lora_student_is_saved_merged_and_evaluates(run_dir):
     assert not (path / "adapter_config.json").exists()
     res = p.evaluate("cot-lora", "cot")
     assert res["n"] == 4
+
+
+def test_bench_writes_every_claim_and_the_ablations(tmp_path, monkeypatch):
+    """The benchmark's plumbing on a tiny configuration: every claim (and, when asked, each
+    ablation as an information row with per-seed deltas against CoT) lands in the JSON."""
+    import json
+
+    import kpod.bench as kb
+    from kpod.distill import DistillConfig
+    from kpod.pipeline import RunConfig
+    from kpod.schedule import ScheduleConfig
+    from kpod.student import TinyStudentConfig
+    from kpod.synthetic import SyntheticConfig
+    from kpod.weighting import WeightingConfig
+
+    def tiny(quick):
+        return RunConfig(
+            synthetic=SyntheticConfig(n_train=24, n_test=4, max_value=20, max_steps=3),
+            tiny=TinyStudentConfig(hidden=32, layers=1, heads=2, pretrain_steps=2),
+            weighting=WeightingConfig(steps=2, predictor_warmup=2, mlp_hidden=16,
+                                      calibration_examples=4),  # fmt: skip
+            schedule=ScheduleConfig(stages=2),
+            distill=DistillConfig(epochs=2, batch_size=8),
+            max_new_tokens=8,
+            eval_batch_size=4,
+        ), 2
+
+    monkeypatch.setattr(kb, "bench_config", tiny)
+    out = tmp_path / "kpod.json"
+    kb.run_bench(True, out, ablations=True)
+    got = {c["name"]: c for c in json.loads(out.read_text())["claims"]}
+    assert set(got) == {"keypoint_auroc", "difficulty_spearman", "cot_vs_answer_only",
+                        "kpod_vs_cot", "schedule_vs_bruteforce", "curriculum_target_tokens",
+                        *kb.ABLATIONS}  # fmt: skip
+    for name in kb.ABLATIONS:
+        assert got[name]["comparator"] == "info" and len(got[name]["details"]["per_seed"]) == 2
+        assert len(got[name]["details"]["paired_delta_points"]) == 2
+    lo, hi = got["difficulty_spearman"]["details"]["gap_95ci_bootstrap_over_questions"]
+    assert lo <= hi
+    assert "worth_per_token" in got["keypoint_auroc"]["details"]["calibration"]
