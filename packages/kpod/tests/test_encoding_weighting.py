@@ -215,7 +215,9 @@ def test_rationale_worth_is_the_answer_nll_whole_rationales_save_per_token(synth
         gain += float(masked - kept)
         tokens += len(e.rationale_tokens)
     # float32 sums of ~100-nat losses with and without padding: agree to ~1e-6 per token
-    assert rationale_worth(mod, enc, cfg, tok.pad_token_id) == pytest.approx(gain / tokens, abs=1e-5)
+    assert rationale_worth(mod, enc, cfg, tok.pad_token_id) == pytest.approx(
+        gain / tokens, abs=1e-5
+    )
 
 
 def test_relative_alpha_charges_alpha_times_the_measured_worth(synth, tok, student, monkeypatch):

@@ -231,8 +231,9 @@ def test_bench_writes_every_claim_and_the_ablations(tmp_path, monkeypatch):
         return RunConfig(
             synthetic=SyntheticConfig(n_train=24, n_test=4, max_value=20, max_steps=3),
             tiny=TinyStudentConfig(hidden=32, layers=1, heads=2, pretrain_steps=2),
-            weighting=WeightingConfig(steps=2, predictor_warmup=2, mlp_hidden=16,
-                                      calibration_examples=4),  # fmt: skip
+            weighting=WeightingConfig(
+                steps=2, predictor_warmup=2, mlp_hidden=16, calibration_examples=4
+            ),
             schedule=ScheduleConfig(stages=2),
             distill=DistillConfig(epochs=2, batch_size=8),
             max_new_tokens=8,

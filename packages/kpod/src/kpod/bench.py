@@ -248,8 +248,12 @@ def run_bench(
                 target=None,
                 comparator="info",
                 paper="Table 2: w.o.-sig -4.1, w.o.-prog -3.5 pts vs full KPOD, GSM8K (LLaMA-7B)",
-                details={"per_seed": accs[name], "std": std[name],
-                         "paired_delta_points": paired(name), "n_test": cfg.synthetic.n_test},  # fmt: skip
+                details={
+                    "per_seed": accs[name],
+                    "std": std[name],
+                    "paired_delta_points": paired(name),
+                    "n_test": cfg.synthetic.n_test,
+                },
             )
         )
     ratios = schedule_ratio(40 if quick else 200)
