@@ -73,6 +73,29 @@ def test_causal_targets_cover_exactly_output_steps_and_answer(synth, tok):
         causal_targets(e, 0, w[:-1])
 
 
+def test_step_start_answer_gives_each_output_steps_first_token_the_answer_weight(synth, tok):
+    """The stop-or-continue decision (first token of a step vs the answer sentence) carries
+    the same weight on both branches; every other token keeps its own weight."""
+    from kpod.distill import _seq2seq_pair
+
+    e = encode(synth[0][2], tok)
+    w = np.linspace(0.1, 0.9, len(e.rationale_tokens)).astype(np.float32)
+    for c in range(e.n_steps + 1):
+        plain = causal_targets(e, c, w, answer_weight=0.7)
+        lw = causal_targets(e, c, w, answer_weight=0.7, step_start="answer")
+        firsts = [e.step_tokens(k)[0] for k in range(c, e.n_steps)]
+        np.testing.assert_allclose(lw[firsts], 0.7)
+        rest = np.setdiff1d(np.arange(len(lw)), firsts)
+        np.testing.assert_array_equal(lw[rest], plain[rest])
+    # an encoder-decoder student: the target token reaching into each output step
+    _, _, lw = _seq2seq_pair(e, 1, w, tok, 0.7, "answer")
+    _, _, plain = _seq2seq_pair(e, 1, w, tok, 0.7)
+    changed = np.nonzero(lw != plain)[0]
+    assert 0 < len(changed) <= e.n_steps - 1 and np.allclose(lw[changed], 0.7)
+    with pytest.raises(ValueError, match="step_start"):
+        DistillConfig(step_start="first")
+
+
 def test_no_example_loses_all_labels(synth, tok):
     e = encode(synth[0][0], tok, Template().answer_only())
     assert causal_targets(e, 0, None).sum() > 0

@@ -59,6 +59,7 @@ class DistillConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     weight_norm: str = "none"
+    step_start: str = "token"  # "answer": each output step's first token gets answer_weight
     answer_weight: float = 1.0
     sbs_alpha: float = 0.5
     lora_rank: int = 0
@@ -76,6 +77,8 @@ class DistillConfig:
             raise ValueError("lr > 0, weight_decay >= 0, answer_weight >= 0")
         if self.weight_norm not in ("none", "mean"):
             raise ValueError("weight_norm must be 'none' or 'mean'")
+        if self.step_start not in ("token", "answer"):
+            raise ValueError(f"step_start must be 'token' or 'answer', got {self.step_start!r}")
         if not 0 <= self.sbs_alpha <= 1:
             raise ValueError("sbs_alpha must be in [0, 1]")
         if self.lora_rank < 0 or self.max_grad_norm <= 0:
@@ -148,11 +151,16 @@ def causal_targets(
     *,
     answer_weight: float = 1.0,
     weight_norm: str = "none",
+    step_start: str = "token",
 ) -> np.ndarray:
     """Per-token loss weights of a causal-LM sequence at stage ``c`` (0 = no loss).
 
     Tokens of steps ``>= c`` get their rationale weight (1 without weights); answer tokens get
     ``answer_weight``; the prompt and the first ``c`` steps get 0 (they are input).
+    ``step_start="answer"``: the first token of every output step also gets ``answer_weight``.
+    That token is where the student decides between another step and the answer sentence; with
+    the token's own weight there (Eq. 15 as written) the two continuations are weighted
+    differently and the learnt stop probability is biased (see the package README).
     """
     lw = np.zeros(len(enc.input_ids), dtype=np.float32)
     rt = enc.rationale_tokens
@@ -163,6 +171,11 @@ def causal_targets(
     if weight_norm == "mean" and out_sel.any():
         w = w / max(float(w[out_sel].mean()), 1e-12)
     lw[rt[out_sel]] = w[out_sel]
+    if step_start == "answer":
+        for k in range(c, enc.n_steps):
+            first = enc.step_tokens(k)
+            if len(first):
+                lw[first[0]] = answer_weight
     lw[enc.segment == ANSWER] = answer_weight
     lw[0] = 0.0  # nothing predicts the first token
     if not (lw > 0).any():
@@ -190,7 +203,12 @@ def _pad_batch(seqs: list[np.ndarray], lws: list[np.ndarray], pad: int) -> tuple
 
 
 def _seq2seq_pair(
-    enc: Encoded, c: int, weights: np.ndarray | None, tokenizer: Any, answer_weight: float
+    enc: Encoded,
+    c: int,
+    weights: np.ndarray | None,
+    tokenizer: Any,
+    answer_weight: float,
+    step_start: str = "token",
 ) -> tuple[list[int], list[int], np.ndarray]:
     """Encoder input = text before step c; decoder target = the rest, weights by offsets."""
     rt = enc.rationale_tokens
@@ -212,6 +230,12 @@ def _seq2seq_pair(
         gs, ge = s + cut - enc.rationale_start, e + cut - enc.rationale_start
         ov = [w for (rs, re_), w in zip(r_offs, w_src, strict=True) if rs < ge and re_ > gs]
         lw[j] = float(np.mean(ov)) if ov else 1.0
+    if step_start == "answer":  # the first target token reaching into each output step
+        for k in range(c, enc.n_steps):
+            start = enc.rationale_start + enc.step_spans[k][0] - cut
+            j = next((j for j, (_, e) in enumerate(offs) if e > start), None)
+            if j is not None and lw[j] != answer_weight:
+                lw[j] = answer_weight
     return x, y, lw
 
 
@@ -391,7 +415,9 @@ class DistillTrainer:
         if self.seq2seq:
             xs, ys, lws = zip(
                 *(
-                    _seq2seq_pair(it["enc"], c, it["w"], self.tokenizer, cfg.answer_weight)
+                    _seq2seq_pair(
+                        it["enc"], c, it["w"], self.tokenizer, cfg.answer_weight, cfg.step_start
+                    )
                     for it, c in zip(items, cs, strict=True)
                 ),
                 strict=True,
@@ -413,6 +439,7 @@ class DistillTrainer:
                     it["w"],
                     answer_weight=cfg.answer_weight,
                     weight_norm=cfg.weight_norm,
+                    step_start=cfg.step_start,
                 )
             )
         ids, att, lw = _pad_batch(seqs, lws, pad)
