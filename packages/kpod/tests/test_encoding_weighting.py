@@ -240,6 +240,9 @@ def test_relative_alpha_charges_alpha_times_the_measured_worth(synth, tok, stude
     mod, hist = fit_weighting(enc, student, tok, WeightingConfig(alpha_scale="absolute", **base))
     assert mod.calibration == {"alpha_scale": "absolute", "alpha_per_token": 0.5}
     assert hist[-1]["alpha"] == 0.5
+    # no step of Eq. 7: nothing measured, no charge claimed
+    mod, hist = fit_weighting(enc, student, tok, WeightingConfig(steps=0, mlp_hidden=16))
+    assert mod.calibration == {"alpha_scale": "relative"} and hist == []
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     s = read_json(out / "schedule.json")
     print(
         f"token weighting: keypoint-vs-filler AUROC {w['auroc']:.3f}; keep ratio {w['history']['keep']:.2f}; "
-        f"charge per kept token {w['calibration']['alpha_per_token']:.3f} nats"
+        f"charge per kept token {w['calibration'].get('alpha_per_token', float('nan')):.3f} nats"
     )
     print(
         f"step difficulty vs planted hardness (Spearman): weighted {d['spearman_weighted']:.3f}, unweighted {d['spearman_uniform']:.3f}"

@@ -234,7 +234,7 @@ def _seq2seq_pair(
         for k in range(c, enc.n_steps):
             start = enc.rationale_start + enc.step_spans[k][0] - cut
             j = next((j for j, (_, e) in enumerate(offs) if e > start), None)
-            if j is not None and lw[j] != answer_weight:
+            if j is not None:
                 lw[j] = answer_weight
     return x, y, lw
 

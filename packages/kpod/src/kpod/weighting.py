@@ -512,8 +512,10 @@ def fit_weighting(
     pos = 0
     calib_idx = np.random.default_rng(cfg.seed + 1).permutation(len(encoded))
     calib_set = [encoded[i] for i in calib_idx[: cfg.calibration_examples]]
-    price = cfg.alpha  # per kept token
-    module.calibration = {"alpha_scale": cfg.alpha_scale, "alpha_per_token": price}
+    price = cfg.alpha  # per kept token ("relative": set at the first step of Eq. 7)
+    module.calibration = {"alpha_scale": cfg.alpha_scale}
+    if cfg.alpha_scale == "absolute":
+        module.calibration["alpha_per_token"] = price
     for step in progress(
         range(cfg.predictor_warmup + cfg.steps) if cfg.steps else [],
         desc="weighting",
